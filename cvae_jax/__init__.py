@@ -1,0 +1,1 @@
+"""cvae_jax: Gaussian Copula VAE language models in JAX/Flax."""
