@@ -1,0 +1,56 @@
+"""Orbax checkpoints in a run's workdir: the latest few, and the best.
+
+<workdir>/checkpoints/<step>/  for resuming (the latest `keep` are kept)
+<workdir>/best/<step>/         the one with the lowest validation NLL
+Each holds the train state and a JSON `meta` (epoch, best NLL so far, ...).
+"""
+
+import os
+from typing import Any, Optional
+
+import orbax.checkpoint as ocp
+
+from cvae_jax.errors import CvaeError
+
+
+class Checkpoints:
+  """Latest-and-best checkpoint managers of one run."""
+
+  def __init__(self, workdir: str, keep: int = 2):
+    options = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True)
+    self.latest = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options(keep))
+    self.best = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "best"), options=options(1))
+
+  def save(self, manager: ocp.CheckpointManager, step: int, state: Any,
+           meta: dict) -> None:
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, manager: ocp.CheckpointManager, abstract_state: Any,
+              step: Optional[int] = None) -> Optional[tuple[Any, dict]]:
+    """(state, meta) of `step` (default: the newest), or None if there is none.
+
+    A checkpoint that does not fit `abstract_state` (another model's) raises
+    CvaeError.
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      return None
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CvaeError(
+          f"the checkpoint {manager.directory}/{step} does not fit this model "
+          f"({type(e).__name__}: {str(e)[:300]}); use another --workdir") from e
+    return restored.state, restored.meta
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()

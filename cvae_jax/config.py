@@ -1,0 +1,100 @@
+"""The default configuration; each file in configs/ starts from it.
+
+Field names are the project's public interface: run commands and docs use
+them as `--config.<group>.<field>=value`.
+"""
+
+import ml_collections
+
+from cvae_jax import parallel
+from cvae_jax.errors import CvaeError
+from cvae_jax.models import ModelConfig, posteriors
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every dataset; every field is commented."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # root of every random stream: init, data order, train, eval
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "synthetic"  # 'ptb' | 'yahoo' | 'yelp13' | 'synthetic'
+  d.source_dir = ""  # folder with train.txt/valid.txt/test.txt; '' downloads
+  d.tfds_dir = ""  # where TFDS prepares the data; '' is TFDS's default
+  d.max_vocab_size = 20_000  # specials included
+  d.max_length = 200  # words per example; a longer one is an error
+  d.batch_size = 32  # global training batch, split over all devices
+  d.eval_batch_size = 64  # global evaluation batch
+  d.bucket_lengths = (16, 24, 32, 48, 64, 96, 128, 202)  # padded token lengths
+  d.synthetic = s = ml_collections.ConfigDict()
+  s.seed = 0  # the generating decoder's weights and the sentences
+  s.latent_dim = 2  # dimension of the true latent
+  s.vocab_size = 500  # word types
+  s.hidden_dim = 64  # the generating LSTM's width
+  s.max_length = 20  # words per sentence at most
+  s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000
+
+  c.model = m = ml_collections.ConfigDict()
+  m.posterior = "copula"  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula'
+  m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x)
+  m.emb_dim = 512  # word embedding size (shared by encoder and decoder)
+  m.hidden_dim = 512  # LSTM width of encoder and decoder
+  m.latent_dim = 32  # z
+  m.dropout = 0.5  # on input embeddings
+  m.output_dropout = 0.0  # on decoder outputs
+  m.feed_latent = False  # also feed z at every decoder step (He et al. 2019)
+  m.dtype = "float32"  # matmul dtype; 'bfloat16' for GPU/TPU (losses stay f32)
+
+  c.train = t = ml_collections.ConfigDict()
+  t.num_epochs = 30  # used when num_steps <= 0
+  t.num_steps = 0  # total train steps; overrides num_epochs when > 0
+  t.learning_rate = 1e-3  # Adam
+  t.grad_clip = 5.0  # global gradient norm
+  t.kl_anneal_start = 0  # step where beta starts rising from 0
+  t.kl_anneal_steps = 10_000  # steps from beta 0 to 1 (0: a jump at start)
+  t.log_every = 100  # steps between train-metric logs
+  t.checkpoint_every = 1_000  # steps between checkpoints (and at the end)
+  t.eval_every = 0  # steps between validation passes; 0 = once per epoch
+  t.keep_checkpoints = 2  # latest checkpoints kept for resuming
+
+  c.eval = e = ml_collections.ConfigDict()
+  e.iw_samples = 500  # K for the importance-weighted NLL (launch/evaluate.py)
+  e.iw_chunk_tokens = 16_384  # decoded tokens (samples x rows x length) at once
+  e.train_iw_samples = 0  # K during training's validation passes; 0 = no IW
+  e.au_threshold = 0.01  # active unit: Var_x E_q[z_i] >= threshold
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A seconds-long smoke variant of `c` (select with `--config file.py:tiny`)."""
+  c.model.emb_dim = c.model.hidden_dim = 32
+  c.model.latent_dim = 4
+  c.data.batch_size = c.data.eval_batch_size = 16
+  c.train.num_steps = 40
+  c.train.log_every = c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  c.train.kl_anneal_steps = 20
+  c.eval.iw_samples = 10
+  c.data.synthetic.num_train, c.data.synthetic.num_valid = 800, 100
+  c.data.synthetic.num_test = 100
+  return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises CvaeError for a config that cannot run, before anything is written."""
+  posteriors.check_name(c.model.posterior)
+  if c.data.max_length + 2 > max(c.data.bucket_lengths):
+    raise CvaeError(f"config.data.max_length={c.data.max_length} (+2 for <s>, </s>) "
+                    f"exceeds the largest of config.data.bucket_lengths "
+                    f"{tuple(c.data.bucket_lengths)}")
+  for field in ("batch_size", "eval_batch_size"):
+    parallel.check_batch_size(c.data[field], f"config.data.{field}")
+
+
+def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
+  """The frozen model config from `config.model`, the one place they meet."""
+  m = c.model
+  return ModelConfig(vocab_size=vocab_size, emb_dim=m.emb_dim,
+                     hidden_dim=m.hidden_dim, latent_dim=m.latent_dim,
+                     posterior=m.posterior, dropout=m.dropout,
+                     output_dropout=m.output_dropout,
+                     feed_latent=m.feed_latent, dtype=m.dtype)

@@ -1,0 +1,125 @@
+"""The sentence VAE: LSTM encoder, posterior, LSTM decoder initialised from z.
+
+Token layout (see `cvae_jax.data`): `tokens: [batch, length] int32` is
+`<s> w1 .. wn </s>` then padding, and `lengths: [batch] int32` counts the
+non-pad tokens including `<s>` and `</s>`. The decoder reads tokens[:, :-1] and
+predicts tokens[:, 1:], so a sentence has `lengths - 1` predicted tokens.
+"""
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from cvae_jax.models import posteriors
+from cvae_jax.models.lstm import LSTM, Carry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static model hyper-parameters (built from `config.model` in one place)."""
+
+  vocab_size: int
+  emb_dim: int = 512
+  hidden_dim: int = 512
+  latent_dim: int = 32
+  posterior: str = "copula"  # 'none' | 'gaussian' | 'copula'
+  dropout: float = 0.5  # on the embeddings of encoder and decoder inputs
+  output_dropout: float = 0.0  # on decoder outputs before the softmax layer
+  feed_latent: bool = False  # also feed z at every decoder step (He et al.)
+  dtype: str = "float32"  # matmul dtype: 'float32' or 'bfloat16'
+
+  @property
+  def has_latent(self) -> bool:
+    return self.posterior != "none"
+
+
+class TextVAE(nn.Module):
+  """Encoder, posterior and decoder; every method is a pure function of params.
+
+  RNG streams: 'dropout' (train only) and 'latent' (z and copula samples).
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    posteriors.check_name(cfg.posterior)
+    dtype = jnp.dtype(cfg.dtype)
+    self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)
+    self.decoder_lstm = LSTM(cfg.hidden_dim, dtype=dtype)
+    self.out = nn.Dense(cfg.vocab_size, dtype=dtype)
+    self.input_dropout = nn.Dropout(cfg.dropout)
+    self.output_dropout = nn.Dropout(cfg.output_dropout)
+    if cfg.has_latent:
+      self.encoder_lstm = LSTM(cfg.hidden_dim, dtype=dtype)
+      self.posterior = posteriors.POSTERIORS[cfg.posterior](cfg.latent_dim)
+      self.latent_to_carry = nn.Dense(2 * cfg.hidden_dim)
+
+  def _embed(self, tokens, train):
+    return self.input_dropout(self.embed(tokens), deterministic=not train)
+
+  def encode(self, tokens: jax.Array, lengths: jax.Array, train: bool = False):
+    """q(z|x) from the final (h, c) of the encoder LSTM over the whole sentence."""
+    (c, h), _ = self.encoder_lstm(self._embed(tokens, train), lengths)
+    return self.posterior(jnp.concatenate([h, c], axis=-1), train)
+
+  def initial_carry(self, z: Optional[jax.Array], batch: int) -> Carry:
+    """(c0, h0) = split(tanh(Linear(z))), or zeros without a latent."""
+    if z is None:
+      zeros = jnp.zeros((batch, self.config.hidden_dim), jnp.float32)
+      return zeros, zeros
+    h0, c0 = jnp.split(jnp.tanh(self.latent_to_carry(z)), 2, axis=-1)
+    return c0, h0
+
+  def decode(self, inputs: jax.Array, z: Optional[jax.Array], train: bool = False,
+             carry: Optional[Carry] = None) -> tuple[Carry, jax.Array]:
+    """Teacher-forced decoder.
+
+    Args:
+      inputs: [batch, steps] int32 input tokens.
+      z: [batch, latent] or None.
+      train: enables dropout.
+      carry: the decoder state to continue from; from z when None.
+
+    Returns:
+      the final carry and the logits, [batch, steps, vocab] float32.
+    """
+    x = self._embed(inputs, train)
+    if z is not None and self.config.feed_latent:
+      z_steps = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
+      x = jnp.concatenate([x, z_steps.astype(x.dtype)], axis=-1)
+    if carry is None:
+      carry = self.initial_carry(z, inputs.shape[0])
+    carry, h = self.decoder_lstm(x, initial_carry=carry)
+    h = self.output_dropout(h, deterministic=not train)
+    return carry, self.out(h).astype(jnp.float32)
+
+  def log_likelihood(self, tokens: jax.Array, lengths: jax.Array,
+                     z: Optional[jax.Array], train: bool = False) -> jax.Array:
+    """log p(x|z) summed over the predicted tokens: [batch] float32."""
+    _, logits = self.decode(tokens[:, :-1], z, train)
+    targets = tokens[:, 1:]
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    mask = jnp.arange(targets.shape[1])[None, :] < (lengths[:, None] - 1)
+    return -jnp.sum(jnp.where(mask, nll, 0.0), axis=-1)
+
+  def __call__(self, tokens: jax.Array, lengths: jax.Array, train: bool = False
+               ) -> dict[str, jax.Array]:
+    """The per-sentence terms of the objective, each [batch] float32.
+
+    rec: -log p(x|z) at one z ~ q(z|x); kl: KL(q(z|x) || N(0, I));
+    log_copula: log c(q) at a copula sample; log_qz: sum_i log q(z_i|x).
+    """
+    if not self.config.has_latent:
+      zeros = jnp.zeros(tokens.shape[:1], jnp.float32)
+      rec = -self.log_likelihood(tokens, lengths, None, train)
+      return dict(rec=rec, kl=zeros, log_copula=zeros, log_qz=zeros)
+    q = self.encode(tokens, lengths, train)
+    z_key, copula_key = jax.random.split(self.make_rng("latent"))
+    z = q.sample(z_key)
+    return dict(rec=-self.log_likelihood(tokens, lengths, z, train), kl=q.kl(),
+                log_copula=q.log_copula(copula_key), log_qz=q.log_prob(z))

@@ -1,0 +1,226 @@
+"""Training: the train state, the jitted step and the train-and-evaluate loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator, Optional
+
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from cvae_jax import data, objectives, parallel
+from cvae_jax import metrics as metrics_lib
+from cvae_jax.checkpointing import Checkpoints
+from cvae_jax.config import model_config, validate
+from cvae_jax.errors import CvaeError
+from cvae_jax.evaluate import Evaluator
+from cvae_jax.models import TextVAE
+from cvae_jax.prefetch import prefetch
+from cvae_jax.workdir import prepare_workdir
+from cvae_jax.writer import MetricWriter
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  nonfinite_step: jax.Array  # int32 scalar: first step with a NaN/inf loss, or -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """The static part of the loss: KL annealing and the copula weight lambda."""
+
+  kl_anneal_start: int
+  kl_anneal_steps: int
+  copula_weight: float
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
+    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps,
+               config.model.copula_weight)
+
+
+def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.learning_rate))
+
+
+def create_train_state(model: TextVAE, optimizer: optax.GradientTransformation,
+                       key: jax.Array, example: dict) -> TrainState:
+  """Initial state from one example batch's shapes (`tokens`, `lengths`)."""
+  variables = model.init({"params": key, "latent": key, "dropout": key},
+                         example["tokens"], example["lengths"])
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           tx=optimizer, batch_stats=variables.get("batch_stats", {}),
+                           nonfinite_step=jnp.array(-1, jnp.int32))
+
+
+def train_step(state: TrainState, batch: dict, key: jax.Array, *,
+               objective: Objective) -> tuple[TrainState, dict]:
+  """One Adam step on a batch; returns the new state and summed metrics.
+
+  batch: `tokens` [batch, length] int32, `lengths` [batch] int32, `weights`
+  [batch] float32. The step's randomness is `fold_in(key, state.step)`.
+  """
+  dropout_key, latent_key = jax.random.split(jax.random.fold_in(key, state.step))
+  beta = objectives.kl_weight(state.step, objective.kl_anneal_start,
+                              objective.kl_anneal_steps)
+
+  def loss_fn(params):
+    terms, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        batch["tokens"], batch["lengths"], train=True,
+        rngs={"dropout": dropout_key, "latent": latent_key}, mutable=["batch_stats"])
+    loss = objectives.sentence_loss(terms, beta, objective.copula_weight)
+    mean = jnp.sum(loss * batch["weights"]) / jnp.sum(batch["weights"])
+    return mean, (dict(terms, loss=loss), updates)
+
+  (loss, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  bad = ~jnp.isfinite(loss) & (state.nonfinite_step < 0)
+  state = state.apply_gradients(
+      grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats),
+      nonfinite_step=jnp.where(bad, state.step, state.nonfinite_step))
+  sums = metrics_lib.weighted_sums(terms, batch)
+  sums["beta"] = beta * sums["sentences"]
+  return state, sums
+
+
+def jit_train_step(objective: Objective, mesh) -> Any:
+  """train_step jitted over the mesh, the state donated and replicated."""
+  rep, data_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(functools.partial(train_step, objective=objective),
+                 in_shardings=(rep, data_sharding, rep), out_shardings=(rep, rep),
+                 donate_argnums=0)
+
+
+def train_batches(split: data.Split, config: ml_collections.ConfigDict,
+                  start_step: int, mesh) -> Iterator[dict]:
+  """Global training batches from `start_step` on, epoch after epoch."""
+  d = config.data
+  per_epoch = data.steps_per_epoch(split, d.batch_size, d.bucket_lengths)
+  epoch, offset = divmod(start_step, per_epoch)
+  while True:
+    for batch in data.train_batches(
+        split, batch_size=d.batch_size, bucket_lengths=d.bucket_lengths,
+        seed=config.seed, epoch=epoch, start_step=offset,
+        process_index=jax.process_index(), process_count=jax.process_count()):
+      yield parallel.to_global(_model_inputs(batch), mesh)
+    epoch, offset = epoch + 1, 0
+
+
+def _model_inputs(batch: dict) -> dict:
+  return {k: batch[k] for k in ("tokens", "lengths", "weights")}
+
+
+def total_steps(config: ml_collections.ConfigDict, per_epoch: int) -> int:
+  t = config.train
+  return t.num_steps if t.num_steps > 0 else t.num_epochs * per_epoch
+
+
+def _check_finite(state: TrainState) -> None:
+  bad = int(state.nonfinite_step)
+  if bad >= 0:
+    raise CvaeError(f"the training loss became NaN or inf at step {bad + 1}; "
+                    "stopped without saving (the last good checkpoint is kept)")
+
+
+def load_corpus(d: ml_collections.ConfigDict) -> data.Corpus:
+  """data.load_corpus, with the TFDS preparation done by process 0 alone."""
+  if jax.process_count() > 1 and jax.process_index() != 0:
+    multihost_utils.sync_global_devices("cvae_jax: waiting for process 0's data")
+    return data.load_corpus(d)
+  corpus = data.load_corpus(d)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("cvae_jax: waiting for process 0's data")
+  return corpus
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, validates every epoch, checkpoints, resumes; returns test metrics."""
+  d, t = config.data, config.train
+  validate(config)
+  corpus = load_corpus(d)
+  model = TextVAE(model_config(config, len(corpus.vocab)))
+  prepare_workdir(workdir, config, corpus.vocab)
+  mesh = parallel.make_mesh()
+  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  train_split = corpus.splits["train"]
+  per_epoch = data.steps_per_epoch(train_split, d.batch_size, d.bucket_lengths)
+  if per_epoch == 0:
+    raise CvaeError(f"the train split has too few sentences ({len(train_split)}) "
+                    f"for one batch of config.data.batch_size={d.batch_size}")
+  num_steps = total_steps(config, per_epoch)
+  eval_every = t.eval_every or per_epoch
+
+  first = next(train_batches(train_split, config, 0, mesh))
+  state = jax.jit(create_train_state, static_argnums=(0, 1),
+                  out_shardings=parallel.replicated(mesh))(
+                      model, make_optimizer(t), init_key, first)
+  ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
+  restored = ckpts.restore(ckpts.latest, state)
+  state = restored[0] if restored else state
+  best_nll = _best_nll(ckpts)
+  step = int(state.step)
+  writer = MetricWriter(workdir)
+  writer.truncate_after(step)
+
+  step_fn = jit_train_step(Objective.from_config(config), mesh)
+  evaluator = Evaluator(model, mesh, config, eval_key)
+  acc = None
+  bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
+             disable=jax.process_index() != 0, dynamic_ncols=True)
+  for batch in prefetch(train_batches(train_split, config, step, mesh)):
+    if step >= num_steps:
+      break
+    state, sums = step_fn(state, batch, train_key)
+    acc = sums if acc is None else metrics_lib.add(acc, sums)
+    step += 1
+    bar.update(1)
+    evaluate_now = step % eval_every == 0 or step == num_steps
+    save_now = evaluate_now or step % t.checkpoint_every == 0
+    if step % t.log_every == 0 or save_now:
+      _check_finite(state)
+      summary = metrics_lib.summarize(acc)
+      writer.write(step, "train", summary)
+      bar.set_postfix(loss=f"{summary['loss']:.2f}", kl=f"{summary['kl']:.2f}")
+      acc = None
+    if evaluate_now:
+      valid = evaluator(state, corpus.splits["valid"], config.eval.train_iw_samples)
+      writer.write(step, "valid", valid)
+      if valid["nll_elbo"] < best_nll and step not in ckpts.best.all_steps():
+        best_nll = valid["nll_elbo"]
+        ckpts.save(ckpts.best, step, state, {"step": step, "valid_nll_elbo": best_nll})
+    if save_now:
+      ckpts.save(ckpts.latest, step, state, {"step": step})
+  bar.close()
+  ckpts.wait()
+  test = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
+                       config.eval.train_iw_samples)
+  writer.write(step, "test", test)
+  writer.close()
+  ckpts.close()
+  return test
+
+
+def _best_nll(ckpts: Checkpoints) -> float:
+  step = ckpts.best.latest_step()
+  if step is None:
+    return float("inf")
+  import orbax.checkpoint as ocp
+  meta = ckpts.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  return meta.meta["valid_nll_elbo"]
+
+
+def evaluate_best(ckpts: Checkpoints, state: TrainState, evaluator: Evaluator,
+                  split: data.Split, iw_samples: int) -> dict:
+  """Metrics of the best checkpoint (by validation NLL) on `split`."""
+  restored = ckpts.restore(ckpts.best, state)
+  best_state = restored[0] if restored else state
+  return evaluator(best_state, split, iw_samples)

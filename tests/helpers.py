@@ -1,0 +1,28 @@
+"""Tiny models and batches shared by the tests."""
+
+import jax
+import numpy as np
+
+from cvae_jax.models import ModelConfig, TextVAE
+
+
+def tiny_model(posterior="copula", vocab_size=30, **kw) -> TextVAE:
+  return TextVAE(ModelConfig(vocab_size=vocab_size, emb_dim=8, hidden_dim=16,
+                             latent_dim=3, posterior=posterior, **kw))
+
+
+def random_batch(seed=0, batch=8, length=12, vocab_size=30) -> dict:
+  """<s> w.. </s> PAD rows of random lengths: tokens, lengths, weights."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(3, length + 1, batch).astype(np.int32)
+  tokens = np.zeros((batch, length), np.int32)
+  for i, n in enumerate(lengths):
+    tokens[i, 0], tokens[i, n - 1] = 2, 3
+    tokens[i, 1:n - 1] = rng.integers(4, vocab_size, n - 2)
+  return {"tokens": tokens, "lengths": lengths, "weights": np.ones(batch, np.float32)}
+
+
+def init_variables(model: TextVAE, batch: dict, seed=0) -> dict:
+  key = jax.random.key(seed)
+  return model.init({"params": key, "latent": key, "dropout": key},
+                    batch["tokens"], batch["lengths"])

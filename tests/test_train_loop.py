@@ -1,0 +1,115 @@
+"""train_and_evaluate end to end: metrics, resume after a kill, failures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cvae_jax import train
+from cvae_jax.errors import CvaeError
+from cvae_jax.writer import read_events
+from configs import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(tmp_path, **train_overrides):
+  c = synthetic.get_config("tiny")
+  c.data.tfds_dir = str(tmp_path / "tfds")
+  c.train.update(train_overrides)
+  return c
+
+
+def _latest_params(workdir):
+  from cvae_jax.checkpointing import Checkpoints
+  import orbax.checkpoint as ocp
+  ckpts = Checkpoints(str(workdir))
+  step = ckpts.latest.latest_step()
+  restored = ckpts.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpts.close()
+  return step, restored.state["params"]
+
+
+def test_a_run_writes_metrics_checkpoints_and_test_figures(tmp_path):
+  test = train.train_and_evaluate(tiny_config(tmp_path), str(tmp_path / "run"))
+  events = read_events(str(tmp_path / "run"))
+  assert [(e["step"], e["split"]) for e in events] == [
+      (20, "train"), (20, "valid"), (40, "train"), (40, "valid"), (40, "test")]
+  for key in ("rec", "kl", "nll_elbo", "ppl_elbo", "log_copula", "nll_paper", "ppl_paper"):
+    assert np.isfinite(test[key])
+  assert test["sentences"] == 100
+  assert events[2]["rec"] < events[0]["rec"]  # it learns
+  assert os.listdir(tmp_path / "run" / "tb")
+
+
+def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+  config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)
+  train.train_and_evaluate(config, str(tmp_path / "straight"))
+
+  real = train.jit_train_step
+
+  def dies_after_25_steps(*args, **kwargs):
+    step_fn, calls = real(*args, **kwargs), [0]
+
+    def step(*a):
+      calls[0] += 1
+      if calls[0] > 25:
+        raise KeyboardInterrupt  # the run is killed between steps 25 and 26
+      return step_fn(*a)
+    return step
+
+  monkeypatch.setattr(train, "jit_train_step", dies_after_25_steps)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(train, "jit_train_step", real)
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+
+  straight, resumed = _latest_params(tmp_path / "straight"), _latest_params(tmp_path / "resumed")
+  assert straight[0] == resumed[0] == 40
+  jax.tree.map(np.testing.assert_array_equal, resumed[1], straight[1])
+  assert read_events(str(tmp_path / "resumed")) == read_events(str(tmp_path / "straight"))
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = tiny_config(tmp_path, num_steps=20)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  config = tiny_config(tmp_path, num_steps=40, learning_rate=float("nan"))
+  with pytest.raises(CvaeError, match="NaN or inf at step 22"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert _latest_params(tmp_path / "run")[0] == 20
+
+
+def test_a_workdir_of_another_model_is_refused(tmp_path):
+  train.train_and_evaluate(tiny_config(tmp_path, num_steps=2), str(tmp_path / "run"))
+  config = tiny_config(tmp_path, num_steps=2)
+  config.model.posterior = "gaussian"
+  with pytest.raises(CvaeError, match="model.posterior='copula', not 'gaussian'"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _launch(tmp_path, *flags):
+  return subprocess.run(
+      [sys.executable, "launch/train.py", "--config", "configs/synthetic.py:tiny",
+       f"--config.data.tfds_dir={tmp_path / 'tfds'}", *flags],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, XLA_FLAGS=""))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.model.nope=1"], "unknown config field"),
+    (["--config.model.posterior=vmf"], "unknown posterior 'vmf'"),
+    (["--config.data.name=ptb", "--config.data.source_dir=/nonexistent/ptb"],
+     "/nonexistent/ptb"),
+    (["--config.data.name=imdb"], "imdb"),
+    (["--config.data.max_length=500"], "exceeds the largest of config.data.bucket_lengths"),
+])
+def test_bad_input_exits_non_zero_with_one_clear_message(tmp_path, flags, message):
+  result = _launch(tmp_path, "--workdir", str(tmp_path / "run"), *flags)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()  # nothing half-written

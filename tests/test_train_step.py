@@ -1,0 +1,83 @@
+"""The train step: jit vs eager, 1 vs 8 devices, no retracing."""
+
+import functools
+
+import chex
+import jax
+from jax.sharding import Mesh
+import numpy as np
+import optax
+import pytest
+
+from cvae_jax import parallel
+from cvae_jax.train import Objective, create_train_state, jit_train_step, train_step
+from tests.helpers import random_batch, tiny_model
+
+OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4, copula_weight=0.5)
+
+
+def _state(posterior="copula", batch=None):
+  model = tiny_model(posterior)
+  return create_train_state(model, optax.adam(1e-2), jax.random.key(0),
+                            batch or random_batch(batch=16))
+
+
+def _run(step_fn, state, batches, key):
+  history = []
+  for batch in batches:
+    state, sums = step_fn(state, batch, key)
+    history.append(sums)
+  return state, history
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "copula"])
+def test_jitted_step_equals_eager_step(posterior):
+  batches = [random_batch(i, batch=16, length=6) for i in range(2)]
+  key = jax.random.key(1)
+  eager = functools.partial(train_step, objective=OBJECTIVE)
+  with jax.disable_jit():
+    want = _run(eager, _state(posterior), batches, key)
+  got = _run(jax.jit(eager), _state(posterior), batches, key)
+  chex.assert_trees_all_close(got[1], want[1], rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(got[0].params, want[0].params, rtol=1e-4, atol=1e-4)
+
+
+def test_one_device_equals_eight_devices():
+  assert jax.device_count() == 8
+  batches = [random_batch(i, batch=16) for i in range(4)]
+  key = jax.random.key(2)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = Mesh(np.asarray(devices), ("data",))
+    step = jit_train_step(OBJECTIVE, mesh)
+    state = jax.device_put(_state(), parallel.replicated(mesh))
+    results.append(_run(step, state, [parallel.to_global(b, mesh) for b in batches], key))
+  (s1, h1), (s8, h8) = results
+  chex.assert_trees_all_close(h8, h1, rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(s8.params, s1.params, rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(s8.batch_stats, s1.batch_stats, rtol=1e-4, atol=1e-4)
+
+
+def test_step_is_traced_once_per_bucket_shape():
+  @chex.assert_max_traces(n=2)
+  def step_fn(state, batch, key):
+    return train_step(state, batch, key, objective=OBJECTIVE)
+
+  step = jax.jit(step_fn, donate_argnums=0)
+  state = _state()
+  key = jax.random.key(3)
+  for i in range(12):
+    state, _ = step(state, random_batch(i, batch=16, length=12 if i % 2 else 20), key)
+  chex.clear_trace_counter()
+
+
+def test_nonfinite_loss_records_its_step():
+  state = _state()
+  step = jax.jit(functools.partial(train_step, objective=OBJECTIVE))
+  key = jax.random.key(4)
+  state, _ = step(state, random_batch(0, batch=16), key)
+  assert int(state.nonfinite_step) == -1
+  bad = jax.tree.map(lambda p: p * np.nan, state.params)
+  state, _ = step(state.replace(params=bad), random_batch(1, batch=16), key)
+  state, _ = step(state, random_batch(2, batch=16), key)
+  assert int(state.nonfinite_step) == 1
