@@ -1,15 +1,18 @@
-"""Throughput of the jitted train and evaluation steps, one JSON line per case.
+"""Throughput of the jitted train and evaluation steps, one record per case.
 
-Cases (for each posterior):
-  train_fixed     train step on fixed-shape synthetic batches
-  train_pipeline  train step fed by the real input pipeline (needs data)
-  eval_iw         importance-weighted evaluation step
-Tokens are predicted tokens (`lengths - 1`: words and `</s>`); warm-up steps
-are excluded; the median, min and max over timed steps are reported.
+Cases, each for every requested posterior:
+  train_fixed     the train step on fixed-shape batches (all rows full length)
+  train_pipeline  the train step fed by the real input pipeline (bucketed data)
+  eval_iw         the importance-weighted evaluation step (K = config.eval.iw_samples)
+Cases are timed in interleaved rounds (A B C A B C ...) so that load on a
+shared machine hits them alike; compile time is the first call, warm-up calls
+are excluded, and the median, min and max rate over the timed calls are
+reported. Tokens are predicted tokens (`lengths - 1`: words and `</s>`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import time
@@ -23,11 +26,28 @@ from cvae_jax import data, parallel
 from cvae_jax.config import model_config
 from cvae_jax.evaluate import Evaluator, samples_per_chunk
 from cvae_jax.models import TextVAE
-from cvae_jax.train import Objective, create_train_state, jit_train_step, make_optimizer
+from cvae_jax.prefetch import prefetch
+from cvae_jax.train import (Objective, create_train_state, jit_train_step, make_optimizer,
+                            train_batches)
+
+
+@dataclasses.dataclass
+class Case:
+  """One measured thing: `run()` does one step and returns (units done, a result)."""
+
+  name: str
+  posterior: str
+  unit: str
+  run: Callable[[], tuple[float, object]]
+  extra: dict = dataclasses.field(default_factory=dict)
+  close: Callable[[], None] = lambda: None
+  compile_s: float = 0.0
+  times: list = dataclasses.field(default_factory=list)
+  units: list = dataclasses.field(default_factory=list)
 
 
 def fixed_batch(batch: int, length: int, vocab_size: int, seed: int = 0) -> dict:
-  """Full-length rows `<s> w.. </s>`: tokens [batch, length], lengths, weights."""
+  """Full-length rows `<s> w.. </s>`: tokens [batch, length] int32, lengths, weights."""
   rng = np.random.default_rng(seed)
   tokens = rng.integers(4, vocab_size, (batch, length)).astype(np.int32)
   tokens[:, 0], tokens[:, -1] = data.BOS, data.EOS
@@ -35,79 +55,112 @@ def fixed_batch(batch: int, length: int, vocab_size: int, seed: int = 0) -> dict
           "weights": np.ones(batch, np.float32)}
 
 
-def time_steps(run: Callable[[], object], warmup: int, steps: int) -> tuple[float, list[float]]:
-  """Compile-and-first-call seconds, then per-step seconds of `steps` calls."""
-  start = time.perf_counter()
-  jax.block_until_ready(run())
-  first = time.perf_counter() - start
-  for _ in range(warmup):
-    jax.block_until_ready(run())
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(run())
-    times.append(time.perf_counter() - start)
-  return first, times
-
-
-def _record(case: str, posterior: str, first: float, times: list[float],
-            units: float, unit: str, **extra) -> dict:
-  rates = [units / t for t in times]
-  return {"case": case, "posterior": posterior, "unit": unit,
-          "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-          "steps": len(times), "compile_s": first, "peak_host_mb": _peak_host_mb(),
-          "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-          **extra}
-
-
-def _peak_host_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_train_fixed(config, posterior, mesh, vocab_size, length, warmup, steps) -> dict:
+def _train_state(config, mesh, vocab_size, example):
   model = TextVAE(model_config(config, vocab_size))
+  return model, jax.jit(create_train_state, static_argnums=(0, 1),
+                        out_shardings=parallel.replicated(mesh))(
+                            model, make_optimizer(config.train), jax.random.key(0), example)
+
+
+def train_fixed_case(config, mesh, vocab_size: int, length: int) -> Case:
   batch = parallel.to_global(fixed_batch(config.data.batch_size, length, vocab_size), mesh)
-  state = jax.jit(create_train_state, static_argnums=(0, 1),
-                  out_shardings=parallel.replicated(mesh))(
-                      model, make_optimizer(config.train), jax.random.key(0), batch)
-  step = jit_train_step(Objective.from_config(config), mesh)
-  key, holder = jax.random.key(1), [state]
+  _, state = _train_state(config, mesh, vocab_size, batch)
+  step, key, holder = jit_train_step(Objective.from_config(config), mesh), jax.random.key(1), [state]
+  tokens = config.data.batch_size * (length - 1)
 
   def run():
     holder[0], sums = step(holder[0], batch, key)
-    return sums
-
-  first, times = time_steps(run, warmup, steps)
-  tokens = config.data.batch_size * (length - 1)
-  return _record("train_fixed", posterior, first, times, tokens, "tokens/s",
-                 batch_shape=[config.data.batch_size, length])
+    return tokens, sums
+  return Case("train_fixed", config.model.posterior, "tokens/s", run,
+              {"batch_shape": [config.data.batch_size, length]})
 
 
-def bench_train_pipeline(config, posterior, mesh, corpus, warmup, steps) -> dict:
-  """Train steps fed batch by batch from the real pipeline (input included)."""
-  from cvae_jax.prefetch import prefetch
-  from cvae_jax.train import train_batches
-  model = TextVAE(model_config(config, len(corpus.vocab)))
+def train_pipeline_case(config, mesh, corpus: data.Corpus) -> Case:
+  """Steps fed from the real bucketed pipeline; a step's time includes its input."""
   split = corpus.splits["train"]
   batches = prefetch(train_batches(split, config, 0, mesh))
-  state = jax.jit(create_train_state, static_argnums=(0, 1),
-                  out_shardings=parallel.replicated(mesh))(
-                      model, make_optimizer(config.train), jax.random.key(0), next(batches))
-  step = jit_train_step(Objective.from_config(config), mesh)
-  key = jax.random.key(1)
-  for _ in range(warmup):  # every bucket shape compiles here
-    state, sums = step(state, next(batches), key)
-  jax.block_until_ready(sums)
-  start, tokens = time.perf_counter(), 0.0
-  for _ in range(steps):
+  _, state = _train_state(config, mesh, len(corpus.vocab), next(batches))
+  step, key, holder = jit_train_step(Objective.from_config(config), mesh), jax.random.key(1), [state]
+  for length in np.unique(np.asarray(config.data.bucket_lengths)[_buckets_used(split, config)]):
+    batch = fixed_batch(config.data.batch_size, int(length), len(corpus.vocab))
+    holder[0], _ = step(holder[0], parallel.to_global(batch, mesh), key)  # compiles
+
+  def run():
     batch = next(batches)
-    state, sums = step(state, batch, key)
-    tokens += sums["tokens"]
-  tokens = float(tokens)
-  elapsed = time.perf_counter() - start
-  return {"case": "train_pipeline", "posterior": posterior, "unit": "tokens/s",
-          "median": tokens / elapsed, "min": tokens / elapsed, "max": tokens / elapsed,
-          "steps": steps, "compile_s": None, "peak_host_mb": _peak_host_mb(),
-          "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-          "epoch_s_estimate": elapsed / steps * data.steps_per_epoch(
-              split, config.data.batch_size, config.data.bucket_lengths)}
+    holder[0], sums = step(holder[0], batch, key)
+    return float(sums["tokens"]), sums
+  epoch_tokens = float(np.sum(split.lengths - 1))
+  return Case("train_pipeline", config.model.posterior, "tokens/s", run,
+              {"dataset": corpus.name, "epoch_tokens": epoch_tokens}, close=batches.close)
+
+
+def _buckets_used(split: data.Split, config) -> np.ndarray:
+  return np.searchsorted(np.asarray(config.data.bucket_lengths), split.lengths)
+
+
+def eval_iw_case(config, mesh, vocab_size: int, length: int) -> Case:
+  b, k = config.data.eval_batch_size, config.eval.iw_samples
+  batch = fixed_batch(b, length, vocab_size)
+  model, state = _train_state(config, mesh, vocab_size, batch)
+  evaluator = Evaluator(model, mesh, config, jax.random.key(2))
+  chunk = samples_per_chunk(k, b, length, config.eval.iw_chunk_tokens)
+  step = evaluator.jitted_step(k, chunk)
+  variables = state.variables
+  inputs = parallel.to_global(batch, mesh)
+
+  def run():
+    return b, step(variables, inputs, jax.random.key(3))
+  return Case("eval_iw", config.model.posterior, "sentences/s", run,
+              {"batch_shape": [b, length], "iw_samples": k, "chunk": chunk})
+
+
+def measure(cases: list[Case], warmup: int, rounds: int) -> None:
+  """Compiles each case, warms it up, then times `rounds` interleaved calls."""
+  for case in cases:
+    start = time.perf_counter()
+    jax.block_until_ready(case.run()[1])
+    case.compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+      jax.block_until_ready(case.run()[1])
+  for _ in range(rounds):
+    for case in cases:
+      start = time.perf_counter()
+      units, out = case.run()
+      jax.block_until_ready(out)
+      case.times.append(time.perf_counter() - start)
+      case.units.append(units)
+  for case in cases:
+    case.close()
+
+
+def record(case: Case, config: ml_collections.ConfigDict) -> dict:
+  """The JSON record of a measured case."""
+  rates = [u / t for u, t in zip(case.units, case.times)]
+  out = {"case": case.name, "posterior": case.posterior, "unit": case.unit,
+         "median": statistics.median(rates), "min": min(rates), "max": max(rates),
+         "rounds": len(rates), "compile_s": round(case.compile_s, 2),
+         "emb_dim": config.model.emb_dim, "hidden_dim": config.model.hidden_dim,
+         "latent_dim": config.model.latent_dim, "dtype": config.model.dtype,
+         "batch_size": config.data.batch_size,
+         "peak_host_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+         "peak_device_mb": _peak_device_mb(),
+         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+         **case.extra}
+  if "epoch_tokens" in case.extra:
+    out["epoch_s"] = case.extra["epoch_tokens"] / out["median"]
+  return out
+
+
+def _peak_device_mb() -> Optional[float]:
+  stats = jax.devices()[0].memory_stats()
+  return round(stats["peak_bytes_in_use"] / 2**20) if stats and "peak_bytes_in_use" in stats else None
+
+
+def table(records: list[dict]) -> str:
+  """A short fixed-width table of the records."""
+  lines = [f"{'case':<15}{'posterior':<10}{'dtype':<9}{'median':>10}{'min':>10}{'max':>10}"
+           f"  {'unit':<12}{'compile s':>9}"]
+  for r in records:
+    lines.append(f"{r['case']:<15}{r['posterior']:<10}{r['dtype']:<9}{r['median']:>10.1f}"
+                 f"{r['min']:>10.1f}{r['max']:>10.1f}  {r['unit']:<12}{r['compile_s']:>9.1f}")
+  return "\n".join(lines)

@@ -14,7 +14,12 @@ CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, logs.")
 MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() first (one process per host).")
+    "multihost", False, "Call jax.distributed.initialize() first (one process per host); "
+    "on Cloud TPU, SLURM and similar clusters it finds its peers by itself.")
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost elsewhere: host:port of process 0.")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost elsewhere.")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost elsewhere.")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -32,7 +37,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError exits 2 with its message."""
   if MULTIHOST.value:
-    jax.distributed.initialize()
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
+    jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
   logging.set_verbosity(logging.ERROR)
   try:
     main()

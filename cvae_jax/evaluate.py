@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
@@ -42,7 +40,7 @@ def batch_metrics(model: TextVAE, variables: dict, batch: dict, key: jax.Array, 
     chunk: samples decoded together (divides K).
 
   Returns:
-    sums of `rec`, `kl`, `log_copula`, `log_qz`, `iw_nll` (when K > 0),
+    sums of `rec`, `kl`, `log_copula`, `copula_term`, `iw_nll` (when K > 0),
     `mi` (batch-aggregate MI times the batch's sentences), `sentences`, `tokens`;
     and rows {`mean`, `log_var`: [b, latent], `z`: [b, latent]}.
   """
@@ -91,7 +89,8 @@ class Evaluator:
     self.model, self.mesh, self.config, self.key = model, mesh, config, key
     self._steps = {}
 
-  def _step(self, iw_samples: int, chunk: int):
+  def jitted_step(self, iw_samples: int, chunk: int):
+    """The jitted `batch_metrics` for (K, chunk), built once."""
     if (iw_samples, chunk) not in self._steps:
       rep = parallel.replicated(self.mesh)
       rows = parallel.batch_sharding(self.mesh)
@@ -101,10 +100,9 @@ class Evaluator:
           fn, in_shardings=(rep, rows, rep), out_shardings=(rep, rows))
     return self._steps[iw_samples, chunk]
 
-  def __call__(self, state: Any, split: data.Split, iw_samples: int = 0) -> dict:
-    """Metrics of `state` (params, batch_stats) on every sentence of `split`."""
+  def __call__(self, variables: dict, split: data.Split, iw_samples: int = 0) -> dict:
+    """Metrics of the model `variables` (params, batch_stats) on every sentence of `split`."""
     d, e = self.config.data, self.config.eval
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
     batches = data.eval_batches(split, batch_size=d.eval_batch_size,
                                 bucket_lengths=d.bucket_lengths,
                                 process_index=jax.process_index(),
@@ -117,7 +115,7 @@ class Evaluator:
                                 batch["tokens"].shape[1], e.iw_chunk_tokens)
       inputs = parallel.to_global({k: batch[k] for k in ("tokens", "lengths", "weights")},
                                   self.mesh)
-      sums, row = self._step(iw_samples, chunk)(variables, inputs,
+      sums, row = self.jitted_step(iw_samples, chunk)(variables, inputs,
                                                 jax.random.fold_in(self.key, i))
       total = sums if total is None else metrics_lib.add(total, sums)
       if row:

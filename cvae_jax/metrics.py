@@ -46,7 +46,7 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
   out["ppl_elbo"] = _ppl(sums["rec"] + sums["kl"], tokens)
   out["nll_paper"] = (sums["rec"] + sums["kl"] - sums["log_copula"]) / n
   out["ppl_paper"] = _ppl(sums["rec"] + sums["kl"] - sums["log_copula"], tokens)
-  out["sentences"], out["tokens"] = n, tokens
+  out["sentences"], out["tokens"] = int(n), int(tokens)
   return out
 
 

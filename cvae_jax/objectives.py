@@ -20,14 +20,13 @@ def sentence_loss(terms: dict[str, jax.Array], beta: jax.Array,
   """rec + beta KL - lambda (log c(q) + sum_i log q(z_i|x)), per sentence.
 
   Args:
-    terms: the model's per-sentence terms `rec`, `kl`, `log_copula`,
-      `log_qz`, each [batch].
+    terms: the model's per-sentence terms `rec`, `kl` and `copula_term`
+      (log c(q) + sum_i log q(z_i|x); 0 without a copula), each [batch].
     beta: scalar KL weight.
-    copula_weight: lambda; it also weighs sum_i log q(z_i|x) for the
-      Gaussian posterior, whose copula is the independence copula (log c = 0).
+    copula_weight: lambda.
 
   Returns:
     [batch] float32.
   """
   return (terms["rec"] + beta * terms["kl"]
-          - copula_weight * (terms["log_copula"] + terms["log_qz"]))
+          - copula_weight * terms["copula_term"])

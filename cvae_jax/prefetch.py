@@ -12,7 +12,7 @@ def prefetch(iterator: Iterator[T], size: int = 2) -> Iterator[T]:
   """Yields the items of `iterator`, produced `size` ahead in a thread.
 
   An exception in the producer is re-raised in the consumer; closing the
-  generator (break, garbage collection) stops the producer.
+  generator stops the producer and waits for it.
   """
   items: queue.Queue = queue.Queue(maxsize=size)
   stop = threading.Event()
@@ -41,3 +41,4 @@ def prefetch(iterator: Iterator[T], size: int = 2) -> Iterator[T]:
       yield item
   finally:
     stop.set()
+    thread.join()

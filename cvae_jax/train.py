@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Any, Iterator, Optional
 
 import flax.linen as nn
@@ -31,6 +32,11 @@ from cvae_jax.writer import MetricWriter
 class TrainState(train_state.TrainState):
   batch_stats: Any
   nonfinite_step: jax.Array  # int32 scalar: first step with a NaN/inf loss, or -1
+
+  @property
+  def variables(self) -> dict:
+    """What `model.apply` takes: params and BatchNorm statistics."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +148,16 @@ def load_corpus(d: ml_collections.ConfigDict) -> data.Corpus:
   return corpus
 
 
+def restore_or_init(ckpts: Checkpoints, model: TextVAE, config: ml_collections.ConfigDict,
+                    mesh, key: jax.Array, example: dict) -> TrainState:
+  """The newest checkpoint's state, or a new one; replicated over the mesh."""
+  state = jax.jit(create_train_state, static_argnums=(0, 1),
+                  out_shardings=parallel.replicated(mesh))(
+                      model, make_optimizer(config.train), key, example)
+  restored = ckpts.restore(ckpts.latest, state)
+  return restored[0] if restored else state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, validates every epoch, checkpoints, resumes; returns test metrics."""
   d, t = config.data, config.train
@@ -159,14 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_steps = total_steps(config, per_epoch)
   eval_every = t.eval_every or per_epoch
 
-  first = next(train_batches(train_split, config, 0, mesh))
-  state = jax.jit(create_train_state, static_argnums=(0, 1),
-                  out_shardings=parallel.replicated(mesh))(
-                      model, make_optimizer(t), init_key, first)
   ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
-  restored = ckpts.restore(ckpts.latest, state)
-  state = restored[0] if restored else state
-  best_nll = _best_nll(ckpts)
+  state = restore_or_init(ckpts, model, config, mesh, init_key,
+                          next(train_batches(train_split, config, 0, mesh)))
+  best = ckpts.best_meta()
+  best_nll = best["valid_nll_elbo"] if best else float("inf")
   step = int(state.step)
   writer = MetricWriter(workdir)
   writer.truncate_after(step)
@@ -176,9 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   acc = None
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
-  for batch in prefetch(train_batches(train_split, config, step, mesh)):
-    if step >= num_steps:
-      break
+  batches = prefetch(train_batches(train_split, config, step, mesh))
+  for batch in itertools.islice(batches, max(0, num_steps - step)):
     state, sums = step_fn(state, batch, train_key)
     acc = sums if acc is None else metrics_lib.add(acc, sums)
     step += 1
@@ -192,13 +204,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       bar.set_postfix(loss=f"{summary['loss']:.2f}", kl=f"{summary['kl']:.2f}")
       acc = None
     if evaluate_now:
-      valid = evaluator(state, corpus.splits["valid"], config.eval.train_iw_samples)
+      valid = evaluator(state.variables, corpus.splits["valid"], config.eval.train_iw_samples)
       writer.write(step, "valid", valid)
       if valid["nll_elbo"] < best_nll and step not in ckpts.best.all_steps():
         best_nll = valid["nll_elbo"]
         ckpts.save(ckpts.best, step, state, {"step": step, "valid_nll_elbo": best_nll})
     if save_now:
       ckpts.save(ckpts.latest, step, state, {"step": step})
+  batches.close()
   bar.close()
   ckpts.wait()
   test = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
@@ -209,18 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return test
 
 
-def _best_nll(ckpts: Checkpoints) -> float:
-  step = ckpts.best.latest_step()
-  if step is None:
-    return float("inf")
-  import orbax.checkpoint as ocp
-  meta = ckpts.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-  return meta.meta["valid_nll_elbo"]
-
-
 def evaluate_best(ckpts: Checkpoints, state: TrainState, evaluator: Evaluator,
                   split: data.Split, iw_samples: int) -> dict:
   """Metrics of the best checkpoint (by validation NLL) on `split`."""
   restored = ckpts.restore(ckpts.best, state)
   best_state = restored[0] if restored else state
-  return evaluator(best_state, split, iw_samples)
+  return evaluator(best_state.variables, split, iw_samples)

@@ -8,6 +8,7 @@ vocabulary) is refused rather than silently mixed.
 
 import json
 import os
+from typing import Optional
 
 import jax
 import ml_collections
@@ -20,38 +21,40 @@ _MODEL_FIELDS = ("data.name", "model.posterior", "model.emb_dim", "model.hidden_
                  "model.latent_dim", "model.feed_latent")
 
 
+def check_run(workdir: str, config: ml_collections.ConfigDict,
+              vocab: Optional[Vocab] = None) -> Vocab:
+  """The run's vocabulary, after checking that `config` (and `vocab`) match the run."""
+  config_path = os.path.join(workdir, "config.json")
+  vocab_path = os.path.join(workdir, "vocab.txt")
+  if not (os.path.exists(config_path) and os.path.exists(vocab_path)):
+    raise CvaeError(f"{workdir} holds no run (config.json, vocab.txt); train one first")
+  with open(config_path) as f:
+    saved = json.load(f)
+  for field in _MODEL_FIELDS:
+    old, new = _get(saved, field), _get(config.to_dict(), field)
+    if old != new:
+      raise CvaeError(f"{workdir} holds a run with config.{field}={old!r}, not {new!r}; "
+                      "use another --workdir or the same config")
+  saved_vocab = Vocab.load(vocab_path)
+  if vocab is not None and saved_vocab != vocab:
+    raise CvaeError(f"{workdir} holds a run with another vocabulary ({vocab_path}); "
+                    "use another --workdir or the same data")
+  return saved_vocab
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, vocab: Vocab) -> None:
   """Creates the workdir, or checks that it holds a run of the same model."""
   config_path = os.path.join(workdir, "config.json")
-  vocab_path = os.path.join(workdir, "vocab.txt")
   if os.path.exists(config_path):
-    with open(config_path) as f:
-      saved = json.load(f)
-    for field in _MODEL_FIELDS:
-      old, new = _get(saved, field), _get(config.to_dict(), field)
-      if old != new:
-        raise CvaeError(f"{workdir} holds a run with config.{field}={old!r}, not {new!r}; "
-                        "use another --workdir or the same config")
-    if os.path.exists(vocab_path) and Vocab.load(vocab_path) != vocab:
-      raise CvaeError(f"{workdir} holds a run with another vocabulary ({vocab_path}); "
-                      "use another --workdir or the same data")
+    check_run(workdir, config, vocab)
     return
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
-  vocab.save(vocab_path)
+  vocab.save(os.path.join(workdir, "vocab.txt"))
   with open(config_path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   os.replace(config_path + ".tmp", config_path)
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise CvaeError(f"{workdir} holds no run (no config.json); train one first")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def _get(tree: dict, dotted: str):

@@ -22,11 +22,14 @@ class MetricWriter:
     self._tb = SummaryWriter(os.path.join(workdir, "tb")) if self.enabled else None
 
   def truncate_after(self, step: int) -> None:
-    """Forget the events a killed run wrote after the checkpoint it resumes from."""
+    """Forget the events a killed run wrote after the checkpoint it resumes from,
+    and the test events, which every run recomputes at its end."""
     if not (self.enabled and os.path.exists(self.path)):
       return
     with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      events = [json.loads(line) for line in f if line.strip()]
+    kept = [json.dumps(e) + "\n" for e in events
+            if e["step"] <= step and e["split"] != "test"]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(kept)
     os.replace(self.path + ".tmp", self.path)

@@ -24,5 +24,5 @@ def random_batch(seed=0, batch=8, length=12, vocab_size=30) -> dict:
 
 def init_variables(model: TextVAE, batch: dict, seed=0) -> dict:
   key = jax.random.key(seed)
-  return model.init({"params": key, "latent": key, "dropout": key},
-                    batch["tokens"], batch["lengths"])
+  return jax.jit(model.init)({"params": key, "latent": key, "dropout": key},
+                             batch["tokens"], batch["lengths"])

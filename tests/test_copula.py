@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from cvae_jax.models.posteriors import DiagonalGaussian, GaussianCopula
-from cvae_jax.models.posteriors.copula import covariance, log_copula_density
+from cvae_jax.models.posteriors.copula import (_cholesky_columns, cholesky, covariance,
+                                               log_copula_density)
 
 
 def _random_copula(seed, batch=5, latent=6, a_scale=1.0):
@@ -42,13 +43,14 @@ def test_log_copula_density_matches_scipy(q_scale):
 
 def test_log_copula_density_is_zero_at_identity_correlation():
   cop, _, _ = _random_copula(4, a_scale=0.0)
-  log_c = cop.log_copula(jax.random.key(0))
+  log_c, _ = cop.copula_terms(jnp.zeros_like(cop.w), jax.random.key(0))
   chex.assert_trees_all_close(log_c, jnp.zeros_like(log_c), atol=1e-6)
 
 
 def test_gaussian_posterior_has_the_independence_copula():
   q = DiagonalGaussian(mean=jnp.ones((3, 4)), log_var=jnp.zeros((3, 4)))
-  chex.assert_trees_all_equal(q.log_copula(jax.random.key(0)), jnp.zeros(3))
+  chex.assert_trees_all_equal(q.copula_terms(q.mean, jax.random.key(0)),
+                              (jnp.zeros(3), jnp.zeros(3)))
 
 
 def test_copula_samples_have_covariance_sigma():
@@ -78,3 +80,15 @@ def test_gaussian_log_prob_matches_scipy():
   want = stats.norm(np.array([0.5, -1.0]), np.exp(0.5 * np.array([0.2, -0.3]))).logpdf(
       np.array([0.1, 0.4])).sum()
   np.testing.assert_allclose(q.log_prob(z), [want], rtol=1e-5)
+
+
+def test_cholesky_columns_equal_jnp_linalg_cholesky_with_gradients():
+  cop, _, _ = _random_copula(8, batch=4, latent=7)
+  sigma = covariance(cop.w, cop.a)
+  chex.assert_trees_all_close(_cholesky_columns(sigma), jnp.linalg.cholesky(sigma), atol=1e-5)
+  chex.assert_trees_all_close(cholesky(sigma), jnp.linalg.cholesky(sigma), atol=1e-5)
+  def loss(factor):  # through Sigma(w, a), which is symmetric by construction
+    return lambda w, a: jnp.sum(jnp.sin(factor(covariance(w, a))))
+  chex.assert_trees_all_close(jax.grad(loss(_cholesky_columns), argnums=(0, 1))(cop.w, cop.a),
+                              jax.grad(loss(jnp.linalg.cholesky), argnums=(0, 1))(cop.w, cop.a),
+                              atol=1e-4)

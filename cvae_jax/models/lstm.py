@@ -19,7 +19,9 @@ class LSTM(nn.Module):
   """LSTM over a padded batch; gate order i, f, g, o; forget bias 1."""
 
   hidden_dim: int
-  dtype: jnp.dtype = jnp.float32  # matmul dtype; the carry stays float32
+  # Matmul dtype. Products come out in it (so that their gradients are in it
+  # too) and are added to the gates in float32; the carry stays float32.
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, inputs: jax.Array, lengths: Optional[jax.Array] = None,
@@ -41,9 +43,10 @@ class LSTM(nn.Module):
     w_i = self.param("w_i", nn.initializers.lecun_normal(), (features, 4 * hid))
     w_h = self.param("w_h", nn.initializers.orthogonal(), (hid, 4 * hid))
     bias = self.param("bias", _forget_bias_init, (4 * hid,))
-    x_proj = jnp.einsum("btf,fg->tbg", inputs.astype(self.dtype),
-                        w_i.astype(self.dtype),
-                        preferred_element_type=jnp.float32) + bias
+    # Time-major before the matmul: XLA:CPU cannot run a bf16 -> f32 dot that
+    # also transposes its output.
+    x_proj = jnp.einsum("tbf,fg->tbg", jnp.swapaxes(inputs, 0, 1).astype(self.dtype),
+                        w_i.astype(self.dtype)).astype(jnp.float32) + bias
     if initial_carry is None:
       zeros = jnp.zeros((batch, hid), jnp.float32)
       initial_carry = (zeros, zeros)
@@ -56,8 +59,7 @@ class LSTM(nn.Module):
     def step(carry, xs):
       c, h = carry
       x_t, valid_t = xs
-      gates = x_t + jnp.dot(h.astype(self.dtype), w_h,
-                            preferred_element_type=jnp.float32)
+      gates = x_t + jnp.dot(h.astype(self.dtype), w_h).astype(jnp.float32)
       i, f, g, o = jnp.split(gates, 4, axis=-1)
       new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
       new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)

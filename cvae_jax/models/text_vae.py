@@ -16,6 +16,7 @@ import optax
 
 from cvae_jax.models import posteriors
 from cvae_jax.models.lstm import LSTM, Carry
+from cvae_jax.models.projection import Projection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class TextVAE(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)
     self.decoder_lstm = LSTM(cfg.hidden_dim, dtype=dtype)
-    self.out = nn.Dense(cfg.vocab_size, dtype=dtype)
+    self.out = Projection(cfg.vocab_size, dtype=dtype)
     self.input_dropout = nn.Dropout(cfg.dropout)
     self.output_dropout = nn.Dropout(cfg.output_dropout)
     if cfg.has_latent:
@@ -96,7 +97,7 @@ class TextVAE(nn.Module):
       carry = self.initial_carry(z, inputs.shape[0])
     carry, h = self.decoder_lstm(x, initial_carry=carry)
     h = self.output_dropout(h, deterministic=not train)
-    return carry, self.out(h).astype(jnp.float32)
+    return carry, self.out(h)
 
   def log_likelihood(self, tokens: jax.Array, lengths: jax.Array,
                      z: Optional[jax.Array], train: bool = False) -> jax.Array:
@@ -112,14 +113,16 @@ class TextVAE(nn.Module):
     """The per-sentence terms of the objective, each [batch] float32.
 
     rec: -log p(x|z) at one z ~ q(z|x); kl: KL(q(z|x) || N(0, I));
-    log_copula: log c(q) at a copula sample; log_qz: sum_i log q(z_i|x).
+    log_copula: log c(q) at a copula sample; copula_term: what lambda weighs,
+    log c(q) + sum_i log q(z_i|x) for the copula posterior, 0 otherwise.
     """
     if not self.config.has_latent:
       zeros = jnp.zeros(tokens.shape[:1], jnp.float32)
       rec = -self.log_likelihood(tokens, lengths, None, train)
-      return dict(rec=rec, kl=zeros, log_copula=zeros, log_qz=zeros)
+      return dict(rec=rec, kl=zeros, log_copula=zeros, copula_term=zeros)
     q = self.encode(tokens, lengths, train)
     z_key, copula_key = jax.random.split(self.make_rng("latent"))
     z = q.sample(z_key)
+    log_copula, copula_term = q.copula_terms(z, copula_key)
     return dict(rec=-self.log_likelihood(tokens, lengths, z, train), kl=q.kl(),
-                log_copula=q.log_copula(copula_key), log_qz=q.log_prob(z))
+                log_copula=log_copula, copula_term=copula_term)

@@ -2,7 +2,7 @@
 
 Each module maps the encoder state hc [batch, 2 * hidden] to a distribution
 with `sample(key, num_samples=None)`, `log_prob(z)`, `kl()` (to N(0, I)) and
-`log_copula(key)`. 'none' (the LSTM language model) has no posterior.
+`copula_terms(z, key)`. 'none' (the LSTM language model) has no posterior.
 """
 
 from cvae_jax.errors import CvaeError

@@ -1,7 +1,7 @@
 """Factorised Gaussian posterior q(z|x) = N(mu, diag(sigma^2)) (the VAE baseline).
 
-It is the copula family with the independence copula, so its log copula
-density is exactly zero and the same objective serves both posteriors.
+It is the copula family with the independence copula: its log copula density
+is exactly zero, and the copula weight lambda does not apply to it.
 """
 
 import math
@@ -42,10 +42,11 @@ class DiagonalGaussian:
     return 0.5 * jnp.sum(
         jnp.square(self.mean) + jnp.exp(self.log_var) - 1.0 - self.log_var, axis=-1)
 
-  def log_copula(self, key: jax.Array) -> jax.Array:
-    """The independence copula's log density, identically 0: [batch]."""
-    del key
-    return jnp.zeros(self.mean.shape[:1], self.mean.dtype)
+  def copula_terms(self, z: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The independence copula: log c = 0 and no copula term, each [batch]."""
+    del z, key
+    zeros = jnp.zeros(self.mean.shape[:1], self.mean.dtype)
+    return zeros, zeros
 
 
 def _log_normal(x, mean, log_var):

@@ -1,0 +1,77 @@
+"""The figures that a set of runs supports, written to a folder.
+
+  training_curves.png        train/validation reconstruction and KL (paper's Fig. 4)
+  diagnostics.png            validation MI and active units against steps
+  lambda_sweep.png           final metrics against lambda, for >= 2 distinct lambdas
+                             (paper's Fig. 5)
+  posterior_means_<run>.png  for each synthetic run with a latent and a checkpoint:
+                             true latents against posterior means
+"""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from cvae_jax import data, parallel, plotting
+from cvae_jax.errors import CvaeError
+from cvae_jax.models import TextVAE
+from cvae_jax.trained import load_trained
+
+
+def posterior_means(workdir: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+  """True latents [n, dz] and posterior means [n, latent] of a synthetic run's `split`.
+
+  The means are E_q[z|x] of the run's best checkpoint, one row per sentence.
+  """
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  corpus = data.load_corpus(config.data)
+  mesh = parallel.make_mesh()
+  trained = load_trained(config, workdir, mesh)
+  encode = jax.jit(lambda variables, tokens, lengths: trained.model.apply(
+      variables, tokens, lengths, method=TextVAE.encode).marginals.mean)
+  latents, means = [], []
+  for batch in data.eval_batches(corpus.splits[split],
+                                 batch_size=config.data.eval_batch_size,
+                                 bucket_lengths=config.data.bucket_lengths):
+    inputs = parallel.to_global({k: batch[k] for k in ("tokens", "lengths")}, mesh)
+    real = batch["weights"] == 1
+    means.append(np.asarray(encode(trained.state.variables, **inputs))[real])
+    latents.append(batch["latent"][real])
+  return np.concatenate(latents), np.concatenate(means)
+
+
+def _has_posterior_means(workdir: str, run: plotting.Run) -> bool:
+  """A synthetic run with a latent and at least one checkpoint."""
+  checkpoints = [os.path.join(workdir, d) for d in ("best", "checkpoints")]
+  return (run.dataset == "synthetic" and run.posterior != "none" and
+          any(os.path.isdir(d) and os.listdir(d) for d in checkpoints))
+
+
+def write_figures(workdirs: list[str], out: str) -> list[str]:
+  """Writes the figures that the runs in `workdirs` support into `out`; their paths."""
+  if not workdirs:
+    raise CvaeError("no run directories given: python launch/plot.py RUN [RUN ...] "
+                    "--out DIR")
+  runs = [plotting.load_run(w) for w in workdirs]
+  os.makedirs(out, exist_ok=True)
+  written = []
+
+  def write(figure, filename, *args, **kwargs):
+    written.append(os.path.join(out, filename))
+    figure(*args, written[-1], **kwargs)
+
+  write(plotting.training_curves, "training_curves.png", runs)
+  if any(run.curve("valid", "mi")[0].size for run in runs):
+    write(plotting.diagnostics_over_training, "diagnostics.png", runs)
+  if len({run.copula_weight for run in runs if run.final_test()}) >= 2:
+    write(plotting.lambda_sweep, "lambda_sweep.png", runs)
+  for workdir, run in zip(workdirs, runs):
+    if _has_posterior_means(workdir, run):
+      true_latents, means = posterior_means(workdir)
+      write(plotting.posterior_means_figure, f"posterior_means_{run.name}.png",
+            true_latents, means, name=f"{run.name}, test split")
+  return written

@@ -1,0 +1,270 @@
+"""Figures of runs' metrics: training curves, the lambda sweep, diagnostics.
+
+Each figure function takes data (runs read by `load_run`, or arrays) and
+writes one PNG; none of them runs a model. Non-finite metric values ("nan",
+"inf") are drawn as gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Optional, Sequence
+
+import matplotlib
+from matplotlib import pyplot as plt
+from matplotlib.lines import Line2D
+import numpy as np
+
+from cvae_jax.errors import CvaeError
+from cvae_jax.writer import read_events
+
+matplotlib.use("Agg")
+
+_DPI = 120
+_STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+          "legend.fontsize": 9, "figure.titlesize": 13}
+_POSTERIORS = {"none": "LSTM-LM", "gaussian": "VAE", "copula": "Copula-VAE"}
+_STEPS = "training step (steps)"
+_PER_SENTENCE = "nats/sentence"
+
+# Panels of `training_curves`: (split, metric, title, y label).
+_CURVES = (
+    ("train", "rec", "Train reconstruction", f"reconstruction ({_PER_SENTENCE})"),
+    ("valid", "rec", "Validation reconstruction", f"reconstruction ({_PER_SENTENCE})"),
+    ("train", "kl", "Train KL", f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})"),
+    ("valid", "kl", "Validation KL", f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})"),
+)
+# Lines of the perplexity panel of `lambda_sweep`: (metric, format, label).
+_PERPLEXITIES = (
+    ("ppl_elbo", "o-", "PPL from -ELBO (bound)"),
+    ("ppl_paper", "s--", "paper PPL (paper convention, not a bound)"),
+    ("ppl_iw", "^:", "PPL from IW NLL (bound)"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What the figures read of one run directory."""
+
+  name: str  # the directory's base name
+  config: dict  # config.json
+  events: list[dict]  # metrics.jsonl
+  evaluation: Optional[dict]  # eval_test.json, when launch/evaluate.py wrote it
+
+  @property
+  def copula_weight(self) -> float:
+    return float(self.config["model"]["copula_weight"])
+
+  @property
+  def posterior(self) -> str:
+    return self.config["model"]["posterior"]
+
+  @property
+  def dataset(self) -> str:
+    return self.config["data"]["name"]
+
+  @property
+  def label(self) -> str:
+    """Model and lambda, e.g. 'Copula-VAE, λ=0.5'."""
+    model = _POSTERIORS.get(self.posterior, self.posterior)
+    return model if self.posterior == "none" else f"{model}, λ={self.copula_weight:g}"
+
+  def curve(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of `metric` over the `split` events that hold it."""
+    events = [e for e in self.events if e["split"] == split and metric in e]
+    return (np.array([e["step"] for e in events], np.int64),
+            np.array([_finite(e[metric]) for e in events], np.float64))
+
+  def final_test(self) -> Optional[tuple[dict, str]]:
+    """The run's final metrics and their source, or None without any.
+
+    The source is eval_test.json if present, else the last test event, else
+    the validation event with the lowest -ELBO (the best checkpoint's).
+    """
+    if self.evaluation is not None:
+      return self.evaluation, "test"
+    tests = [e for e in self.events if e["split"] == "test"]
+    if tests:
+      return tests[-1], "test"
+    valid = [e for e in self.events if e["split"] == "valid"]
+    if valid:
+      return min(valid, key=lambda e: _finite(e.get("nll_elbo"), math.inf)), "valid"
+    return None
+
+
+def load_run(workdir: str) -> Run:
+  """The run in `workdir`; CvaeError if it holds no config or metric events."""
+  for name in ("config.json", "metrics.jsonl"):
+    if not os.path.isfile(os.path.join(workdir, name)):
+      raise CvaeError(f"{workdir} holds no {name}; give run directories of "
+                      "launch/train.py")
+  try:
+    events = read_events(workdir)
+    config = _read_json(os.path.join(workdir, "config.json"))
+    eval_path = os.path.join(workdir, "eval_test.json")
+    evaluation = _read_json(eval_path) if os.path.isfile(eval_path) else None
+  except json.JSONDecodeError as e:
+    raise CvaeError(f"{workdir} holds a malformed JSON file: {e}") from e
+  if not events:
+    raise CvaeError(f"{workdir} holds no metric events yet")
+  return Run(os.path.basename(os.path.normpath(workdir)), config, events, evaluation)
+
+
+def training_curves(runs: Sequence[Run], path: str) -> None:
+  """Reconstruction and KL on train and validation against steps (the paper's Fig. 4).
+
+  A 2x2 grid (train rec, valid rec, train KL, valid KL), one line per run.
+  """
+  with plt.rc_context(_STYLE):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    labels = _labels(runs)
+    for ax, (split, metric, title, ylabel) in zip(axes.flat, _CURVES):
+      for i, run in enumerate(runs):
+        ax.plot(*run.curve(split, metric), "o-", markersize=3, color=f"C{i}",
+                label=labels[i])
+      ax.set(title=title, ylabel=ylabel)
+    for ax in axes[1]:
+      ax.set_xlabel(_STEPS)
+    _save(fig, path, f"Reconstruction and KL during training ({_datasets(runs)})",
+          axes.flat[0])
+
+
+def lambda_sweep(runs: Sequence[Run], path: str) -> None:
+  """Final reconstruction, KL and perplexities against lambda (the paper's Fig. 5).
+
+  One line per posterior over the runs' copula weights; runs without any
+  validation or test metrics are left out.
+  """
+  finals = [(run, *final) for run in runs if (final := run.final_test())]
+  with plt.rc_context(_STYLE):
+    fig, (rec_ax, kl_ax, ppl_ax) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for i, posterior in enumerate(sorted({run.posterior for run, _, _ in finals})):
+      points = sorted([(run.copula_weight, metrics) for run, metrics, _ in finals
+                       if run.posterior == posterior], key=lambda p: p[0])
+      lambdas = [lam for lam, _ in points]
+      model = _POSTERIORS.get(posterior, posterior)
+      rec_ax.plot(lambdas, _values(points, "rec"), "o-", color=f"C{i}", label=model)
+      kl_ax.plot(lambdas, _values(points, "kl"), "o-", color=f"C{i}", label=model)
+      for key, fmt, what in _PERPLEXITIES:
+        if any(key in metrics for _, metrics in points):
+          ppl_ax.plot(lambdas, _values(points, key), fmt, color=f"C{i}",
+                      label=f"{model}: {what}")
+    rec_ax.set(title="Reconstruction", ylabel=f"reconstruction ({_PER_SENTENCE})")
+    kl_ax.set(title="KL", ylabel=f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})")
+    ppl_ax.set(title="Perplexity", ylabel="perplexity (per token)")
+    for ax in (rec_ax, kl_ax, ppl_ax):
+      ax.set_xlabel("copula weight λ")
+    rec_ax.legend(loc="best")
+    ppl_ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    title = f"Final test metrics against λ ({_datasets(runs)})"
+    if any(split == "valid" for _, _, split in finals):
+      title += "\n(runs without a test result: their best validation event)"
+    fig.suptitle(title)
+    fig.tight_layout()
+    _write(fig, path)
+
+
+def diagnostics_over_training(runs: Sequence[Run], path: str) -> None:
+  """Validation mutual information (two estimators) and active units against steps."""
+  with plt.rc_context(_STYLE):
+    fig, (mi_ax, au_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
+    labels = _labels(runs)
+    for i, run in enumerate(runs):
+      mi_ax.plot(*run.curve("valid", "mi"), "o-", markersize=3, color=f"C{i}")
+      mi_ax.plot(*run.curve("valid", "mi_split"), "s--", markersize=3, color=f"C{i}")
+      au_ax.plot(*run.curve("valid", "active_units"), "o-", markersize=3,
+                 color=f"C{i}", label=labels[i])
+    mi_ax.legend(handles=[
+        Line2D([], [], color="k", marker="o", label="batch aggregate"),
+        Line2D([], [], color="k", marker="s", linestyle="--", label="split aggregate")],
+                 loc="best")
+    mi_ax.set(title="Mutual information I(x; z) on validation", ylabel="MI (nats)",
+              xlabel=_STEPS)
+    au_ax.set(title="Active units on validation", ylabel="active units (count)",
+              xlabel=_STEPS)
+    _save(fig, path, f"Latent diagnostics during training ({_datasets(runs)})", au_ax)
+
+
+def posterior_means_figure(true_latents: np.ndarray, posterior_means: np.ndarray,
+                           path: str, name: str = "") -> None:
+  """Each of the first two true latents against its most correlated posterior mean.
+
+  He et al. (2019)'s picture of how much of the true latent the encoder
+  recovers.
+
+  Args:
+    true_latents: [n, dz] the sentences' true latents.
+    posterior_means: [n, latent] E_q[z | x] of the same sentences.
+    path: the PNG to write.
+    name: the run, for the title.
+  """
+  corr = _correlations(true_latents, posterior_means)
+  dims = min(2, true_latents.shape[1])
+  with plt.rc_context(_STYLE):
+    fig, axes = plt.subplots(1, dims, figsize=(5.5 * dims, 5), squeeze=False)
+    for d, ax in enumerate(axes[0]):
+      k = int(np.argmax(np.abs(corr[d])))
+      ax.scatter(true_latents[:, d], posterior_means[:, k], s=8, alpha=0.5,
+                 label=f"{len(true_latents)} sentences")
+      ax.set(title=f"True z{d + 1} vs. posterior mean μ{k + 1} (r = {corr[d, k]:.2f})",
+             xlabel=f"true latent z{d + 1}",
+             ylabel=f"posterior mean μ{k + 1} = E_q[z{k + 1} | x]")
+      ax.legend(loc="best")
+    fig.suptitle("Posterior means against the true latents" + (f" ({name})" if name else ""))
+    _write(fig, path)
+
+
+def _correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Pearson correlation of each column of x [n, a] with each of y [n, b]: [a, b].
+
+  A constant column correlates 0 with everything.
+  """
+  def standardize(m):
+    m = np.asarray(m, np.float64) - np.mean(m, axis=0)
+    std = np.std(m, axis=0)
+    return m / np.where(std > 0, std, np.inf)
+  return standardize(x).T @ standardize(y) / len(x)
+
+
+def _finite(value, default: float = math.nan) -> float:
+  """A metric as a float; a missing or non-finite one as `default`."""
+  value = math.nan if value is None else float(value)
+  return value if math.isfinite(value) else default
+
+
+def _values(points: Sequence[tuple[float, dict]], key: str) -> list[float]:
+  """`key` of each (lambda, metrics) point."""
+  return [_finite(metrics.get(key)) for _, metrics in points]
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+  """Each run's label, with its directory name where labels repeat."""
+  labels = [run.label for run in runs]
+  return [f"{label} ({run.name})" if labels.count(label) > 1 else label
+          for run, label in zip(runs, labels)]
+
+
+def _datasets(runs: Sequence[Run]) -> str:
+  return ", ".join(sorted({run.dataset for run in runs}))
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _save(fig: plt.Figure, path: str, title: str, legend_ax: plt.Axes) -> None:
+  """Title, one legend of the runs to the right of the figure, then `_write`."""
+  fig.suptitle(title)
+  handles, labels = legend_ax.get_legend_handles_labels()
+  fig.tight_layout()
+  fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
+  _write(fig, path)
+
+
+def _write(fig: plt.Figure, path: str) -> None:
+  fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+  plt.close(fig)

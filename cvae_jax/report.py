@@ -1,0 +1,60 @@
+"""Evaluate a trained run on a split and write <workdir>/eval_<split>.json."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from cvae_jax import data, parallel
+from cvae_jax.evaluate import Evaluator
+from cvae_jax.trained import load_trained
+from cvae_jax.workdir import check_run
+
+# Rows of the printed table: (key, label).
+_TABLE = (
+    ("nll_elbo", "NLL, -ELBO (nats/sentence, upper bound)"),
+    ("iw_nll", "NLL, importance-weighted (nats/sentence)"),
+    ("ppl_elbo", "PPL from -ELBO"),
+    ("ppl_iw", "PPL from IW NLL"),
+    ("rec", "reconstruction (nats/sentence)"),
+    ("kl", "KL(q(z|x) || p(z)) (nats/sentence)"),
+    ("mi", "MI, batch aggregate (nats)"),
+    ("mi_split", "MI, split aggregate (nats)"),
+    ("active_units", "active units"),
+    ("log_copula", "log copula density (mean)"),
+    ("nll_paper", "paper's NLL = rec + KL - log c (NOT a bound)"),
+    ("ppl_paper", "paper's PPL (NOT a bound)"),
+    ("sentences", "sentences"),
+    ("tokens", "tokens (with </s>)"),
+)
+
+
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
+  """All metrics of the run's best checkpoint on every sentence of `split`."""
+  check_run(workdir, config)
+  corpus = data.load_corpus(config.data)
+  mesh = parallel.make_mesh()
+  trained = load_trained(config, workdir, mesh)
+  check_run(workdir, config, corpus.vocab)
+  eval_key = jax.random.split(jax.random.key(config.seed), 3)[2]
+  evaluator = Evaluator(trained.model, mesh, config, eval_key)
+  metrics = evaluator(trained.state.variables, corpus.splits[split], config.eval.iw_samples)
+  metrics.update(split=split, seed=config.seed, checkpoint_step=trained.step,
+                 checkpoint=trained.which, posterior=config.model.posterior)
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f"eval_{split}.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(metrics, f, indent=2)
+    os.replace(path + ".tmp", path)
+  return metrics
+
+
+def table(metrics: dict) -> str:
+  """The metrics as aligned text lines."""
+  rows = [(label, metrics[key]) for key, label in _TABLE if key in metrics]
+  width = max(len(label) for label, _ in rows)
+  return "\n".join(f"{label:<{width}}  {value:,.2f}" if isinstance(value, float)
+                   else f"{label:<{width}}  {value}" for label, value in rows)

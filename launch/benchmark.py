@@ -1,0 +1,67 @@
+"""Benchmark the train and evaluation steps for each posterior.
+
+  python launch/benchmark.py --config configs/ptb.py \
+      --config.data.source_dir=path/to/ptb [--config.model.emb_dim=200 ...]
+
+Prints one JSON object per case, then a table; --out also writes the JSON lines.
+"""
+
+import copy
+import itertools
+import json
+
+from absl import app, flags
+import jax
+
+from cvae_jax import benchmark, cli, data, parallel
+
+CASES = flags.DEFINE_list("cases", ["train_fixed", "train_pipeline", "eval_iw"],
+                          "Cases to measure.")
+POSTERIORS = flags.DEFINE_list("posteriors", ["none", "gaussian", "copula"],
+                               "Posteriors to measure.")
+DTYPES = flags.DEFINE_list("dtypes", [], "Matmul dtypes to measure (float32, bfloat16); "
+                           "default: config.model.dtype alone.")
+LENGTH = flags.DEFINE_integer("length", 26, "Tokens per row of the fixed-shape batches "
+                              "(<s>, words, </s>): 26 is batch x 25 predicted tokens.")
+VOCAB = flags.DEFINE_integer("vocab_size", 10_002, "Vocabulary of the fixed-shape cases "
+                             "when train_pipeline (which loads the data) is not run.")
+WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls per case after compilation.")
+ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed interleaved rounds.")
+OUT = flags.DEFINE_string("out", "", "Also write the JSON lines to this file.")
+
+
+def main(argv):
+  del argv
+
+  def run():
+    base = cli.CONFIG.value
+    corpus = data.load_corpus(base.data) if "train_pipeline" in CASES.value else None
+    vocab_size = len(corpus.vocab) if corpus else VOCAB.value
+    mesh = parallel.make_mesh()
+    cases = []
+    for dtype, posterior in itertools.product(DTYPES.value or [base.model.dtype],
+                                              POSTERIORS.value):
+      config = copy.deepcopy(base)
+      with config.unlocked():
+        config.model.posterior, config.model.dtype = posterior, dtype
+      builders = {
+          "train_fixed": lambda: benchmark.train_fixed_case(config, mesh, vocab_size, LENGTH.value),
+          "train_pipeline": lambda: benchmark.train_pipeline_case(config, mesh, corpus),
+          "eval_iw": lambda: benchmark.eval_iw_case(config, mesh, vocab_size, LENGTH.value),
+      }
+      cases += [(config, builders[name]()) for name in CASES.value]
+    benchmark.measure([case for _, case in cases], WARMUP.value, ROUNDS.value)
+    records = [benchmark.record(case, config) for config, case in cases]
+    lines = [json.dumps(r) for r in records]
+    print("\n".join(lines))
+    print(benchmark.table(records))
+    if OUT.value and jax.process_index() == 0:
+      with open(OUT.value, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+  cli.run(run)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main, flags_parser=cli.parse_flags)

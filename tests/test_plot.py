@@ -1,0 +1,135 @@
+"""Figures of runs: each figure function, launch/plot.py, and a real synthetic run."""
+
+import json
+import os
+import subprocess
+import sys
+
+from matplotlib import image
+import numpy as np
+import pytest
+
+from cvae_jax import plotting
+from cvae_jax.errors import CvaeError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fake_run(workdir, copula_weight, posterior="copula", nan=False, test=True,
+              evaluation=None):
+  """A run directory with config.json, metrics.jsonl and maybe eval_test.json."""
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"data": {"name": "ptb"},
+               "model": {"posterior": posterior, "copula_weight": copula_weight}}, f)
+  events = []
+  for i in range(1, 5):
+    events.append({"step": 10 * i, "split": "train", "rec": 90.0 - i, "loss": 95.0 - i,
+                   "kl": "nan" if nan and i == 2 else copula_weight * i})
+    events.append({"step": 10 * i, "split": "valid", "rec": 92.0 - i, "kl": 1.0 + i,
+                   "nll_elbo": 100.0 - i if i < 4 else 120.0, "ppl_elbo": 150.0 - i,
+                   "ppl_paper": 140.0 - i, "mi": 0.1 * i,
+                   "mi_split": "inf" if nan else 0.2 * i, "active_units": i})
+  if test:
+    events.append({"step": 40, "split": "test", "rec": 85.0, "kl": 2.0 + copula_weight,
+                   "nll_elbo": 95.0, "ppl_elbo": 130.0, "ppl_paper": 120.0})
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(e) + "\n" for e in events)
+  if evaluation is not None:
+    with open(os.path.join(workdir, "eval_test.json"), "w") as f:
+      json.dump(evaluation, f)
+  return str(workdir)
+
+
+@pytest.fixture
+def sweep(tmp_path):
+  """Three copula runs (lambda 0.1, 0.5 with 'nan's, 1.0 without a test) and a VAE."""
+  return [
+      _fake_run(tmp_path / "l01", 0.1, evaluation={
+          "rec": 84.0, "kl": 2.5, "ppl_elbo": 128.0, "ppl_paper": 118.0, "ppl_iw": 125.0}),
+      _fake_run(tmp_path / "l05", 0.5, nan=True),
+      _fake_run(tmp_path / "l10", 1.0, test=False),
+      _fake_run(tmp_path / "vae", 0.5, posterior="gaussian"),
+  ]
+
+
+def _assert_png(path):
+  pixels = image.imread(path)
+  assert pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+  assert min(pixels.shape[:2]) > 200
+  assert np.ptp(pixels) > 0  # not blank
+
+
+@pytest.mark.parametrize("figure", [plotting.training_curves, plotting.lambda_sweep,
+                                    plotting.diagnostics_over_training])
+def test_each_run_figure_writes_a_readable_png(sweep, tmp_path, figure):
+  path = str(tmp_path / "figure.png")
+  figure([plotting.load_run(w) for w in sweep], path)
+  _assert_png(path)
+
+
+def test_final_metrics_come_from_eval_json_then_test_event_then_best_valid(sweep):
+  runs = [plotting.load_run(w) for w in sweep[:3]]
+  assert runs[0].final_test() == (runs[0].evaluation, "test")
+  assert runs[1].final_test()[0]["rec"] == 85.0
+  assert runs[2].final_test()[0]["step"] == 30  # the lowest validation nll_elbo
+  steps, kl = runs[1].curve("train", "kl")
+  np.testing.assert_array_equal(steps, [10, 20, 30, 40])
+  assert np.isnan(kl[1]) and np.isfinite(kl[[0, 2, 3]]).all()
+
+
+def test_posterior_means_figure_writes_a_readable_png(tmp_path):
+  rng = np.random.default_rng(0)
+  latents = rng.normal(size=(300, 2))
+  means = np.concatenate([rng.normal(size=(300, 2)), latents[:, ::-1] * 0.5,
+                          np.zeros((300, 1))], axis=1)  # a constant, dead dimension
+  path = str(tmp_path / "means.png")
+  plotting.posterior_means_figure(latents, means, path, name="toy")
+  _assert_png(path)
+
+
+def test_a_directory_without_metrics_is_refused(tmp_path):
+  with pytest.raises(CvaeError, match="holds no config.json"):
+    plotting.load_run(str(tmp_path))
+
+
+def _launch(script, *args):
+  """launch/<script> on one CPU device (conftest's 8 simulated ones are slower)."""
+  return subprocess.run([sys.executable, f"launch/{script}", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, XLA_FLAGS=""))
+
+
+def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
+  out = tmp_path / "figures"
+  result = _launch("plot.py", *sweep, "--out", str(out))
+  assert result.returncode == 0, result.stderr
+  names = ["training_curves.png", "diagnostics.png", "lambda_sweep.png"]
+  assert result.stdout.split() == [str(out / name) for name in names]
+  for name in names:
+    _assert_png(out / name)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{tmp}/nothing_here"], "holds no config.json"),
+    ([], "no run directories given"),
+])
+def test_cli_exits_2_with_one_line_on_bad_runs(tmp_path, args, message):
+  result = _launch("plot.py", *[a.format(tmp=tmp_path) for a in args],
+                   "--out", str(tmp_path / "out"))
+  assert result.returncode == 2
+  assert result.stderr.startswith("error:") and message in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_posterior_means_of_a_real_synthetic_run(tmp_path):
+  trained = _launch("train.py", "--config", "configs/synthetic.py:tiny",
+                    f"--workdir={tmp_path / 'run'}",
+                    f"--config.data.tfds_dir={tmp_path / 'tfds'}")
+  assert trained.returncode == 0, trained.stderr
+  out = tmp_path / "figures"
+  result = _launch("plot.py", str(tmp_path / "run"), "--out", str(out))
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == [str(out / name) for name in (
+      "training_curves.png", "diagnostics.png", "posterior_means_run.png")]
+  _assert_png(out / "posterior_means_run.png")
