@@ -10,10 +10,4 @@ from cvae_jax import config as cfg
 
 
 def get_config(variant: str = ""):
-  c = cfg.base_config()
-  c.data.name = "ptb"
-  c.model.copula_weight = 0.4  # the paper's best lambda on PTB
-  c.train.num_epochs = 30
-  c.train.kl_anneal_start = 1_000
-  c.train.kl_anneal_steps = 20_000  # beta reaches 1 about halfway through
-  return cfg.tiny(c) if variant == "tiny" else c
+  return cfg.corpus_config("ptb", copula_weight=0.4, variant=variant)

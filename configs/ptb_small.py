@@ -8,10 +8,7 @@ from cvae_jax import config as cfg
 
 
 def get_config(variant: str = ""):
-  c = cfg.base_config()
-  c.data.name = "ptb"
-  c.model.emb_dim = c.model.hidden_dim = 200
-  c.model.copula_weight = 0.4
-  c.train.kl_anneal_start = 1_000
-  c.train.kl_anneal_steps = 20_000
-  return cfg.tiny(c) if variant == "tiny" else c
+  c = cfg.corpus_config("ptb", copula_weight=0.4, variant=variant)
+  if variant != "tiny":
+    c.model.emb_dim = c.model.hidden_dim = 200
+  return c

@@ -8,9 +8,4 @@ from cvae_jax import config as cfg
 
 
 def get_config(variant: str = ""):
-  c = cfg.base_config()
-  c.data.name = "yelp13"
-  c.model.copula_weight = 0.5
-  c.train.kl_anneal_start = 1_000
-  c.train.kl_anneal_steps = 20_000
-  return cfg.tiny(c) if variant == "tiny" else c
+  return cfg.corpus_config("yelp13", copula_weight=0.5, variant=variant)

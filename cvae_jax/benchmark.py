@@ -4,6 +4,7 @@ Cases, each for every requested posterior:
   train_fixed     the train step on fixed-shape batches (all rows full length)
   train_pipeline  the train step fed by the real input pipeline (bucketed data)
   eval_iw         the importance-weighted evaluation step (K = config.eval.iw_samples)
+  matmul          a float32 2048^3 jnp.dot, the machine's practical compute ceiling
 Cases are timed in interleaved rounds (A B C A B C ...) so that load on a
 shared machine hits them alike; compile time is the first call, warm-up calls
 are excluded, and the median, min and max rate over the timed calls are
@@ -112,6 +113,14 @@ def eval_iw_case(config, mesh, vocab_size: int, length: int) -> Case:
     return b, step(variables, inputs, jax.random.key(3))
   return Case("eval_iw", config.model.posterior, "sentences/s", run,
               {"batch_shape": [b, length], "iw_samples": k, "chunk": chunk})
+
+
+def matmul_case(size: int = 2048) -> Case:
+  """float32 [size, size] @ [size, size], in GFLOP/s."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jax.numpy.float32)
+  dot = jax.jit(jax.numpy.dot)
+  return Case("matmul", "-", "GFLOP/s", lambda: (2 * size**3 / 1e9, dot(a, a)),
+              {"shape": [size, size, size], "dtype": "float32"})
 
 
 def measure(cases: list[Case], warmup: int, rounds: int) -> None:

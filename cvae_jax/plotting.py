@@ -68,9 +68,10 @@ class Run:
 
   @property
   def label(self) -> str:
-    """Model and lambda, e.g. 'Copula-VAE, λ=0.5'."""
+    """The model, with lambda for the copula (the only one it applies to):
+    e.g. 'Copula-VAE, λ=0.5', 'VAE'."""
     model = _POSTERIORS.get(self.posterior, self.posterior)
-    return model if self.posterior == "none" else f"{model}, λ={self.copula_weight:g}"
+    return f"{model}, λ={self.copula_weight:g}" if self.posterior == "copula" else model
 
   def curve(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of `metric` over the `split` events that hold it."""

@@ -15,8 +15,8 @@ import jax
 
 from cvae_jax import benchmark, cli, data, parallel
 
-CASES = flags.DEFINE_list("cases", ["train_fixed", "train_pipeline", "eval_iw"],
-                          "Cases to measure.")
+CASES = flags.DEFINE_list("cases", ["train_fixed", "train_pipeline", "eval_iw", "matmul"],
+                          "Cases to measure; matmul is measured once, not per posterior.")
 POSTERIORS = flags.DEFINE_list("posteriors", ["none", "gaussian", "copula"],
                                "Posteriors to measure.")
 DTYPES = flags.DEFINE_list("dtypes", [], "Matmul dtypes to measure (float32, bfloat16); "
@@ -49,7 +49,9 @@ def main(argv):
           "train_pipeline": lambda: benchmark.train_pipeline_case(config, mesh, corpus),
           "eval_iw": lambda: benchmark.eval_iw_case(config, mesh, vocab_size, LENGTH.value),
       }
-      cases += [(config, builders[name]()) for name in CASES.value]
+      cases += [(config, builders[name]()) for name in CASES.value if name in builders]
+    if "matmul" in CASES.value:
+      cases.append((base, benchmark.matmul_case()))
     benchmark.measure([case for _, case in cases], WARMUP.value, ROUNDS.value)
     records = [benchmark.record(case, config) for config, case in cases]
     lines = [json.dumps(r) for r in records]
