@@ -17,7 +17,7 @@ import dataclasses
 import resource
 import statistics
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import jax
 import ml_collections

@@ -5,15 +5,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
-import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 import optax
 from tqdm import tqdm
 

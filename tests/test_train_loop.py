@@ -1,6 +1,5 @@
 """train_and_evaluate end to end: metrics, resume after a kill, failures."""
 
-import json
 import os
 import subprocess
 import sys
