@@ -18,11 +18,6 @@ def iw_log_weights(log_px_given_z: jax.Array, z: jax.Array,
   return log_px_given_z + log_standard_normal(z) - q.log_prob(z)
 
 
-def iw_log_likelihood(log_weights: jax.Array) -> jax.Array:
-  """log (1/K sum_k w_k), the importance-weighted bound: [K, batch] -> [batch]."""
-  return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])
-
-
 def mutual_information(mean: jax.Array, log_var: jax.Array, z: jax.Array,
                        weights: jax.Array) -> jax.Array:
   """I(x; z) under the aggregate posterior of the weighted rows (He et al. 2019).

@@ -10,6 +10,7 @@ import ml_collections
 
 from cvae_jax import data, parallel
 from cvae_jax.evaluate import Evaluator
+from cvae_jax.train import root_keys
 from cvae_jax.trained import load_trained
 from cvae_jax.workdir import check_run
 
@@ -39,7 +40,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) ->
   mesh = parallel.make_mesh()
   trained = load_trained(config, workdir, mesh)
   check_run(workdir, config, corpus.vocab)
-  eval_key = jax.random.split(jax.random.key(config.seed), 3)[2]
+  _, _, eval_key = root_keys(config.seed)
   evaluator = Evaluator(trained.model, mesh, config, eval_key)
   metrics = evaluator(trained.state.variables, corpus.splits[split], config.eval.iw_samples)
   metrics.update(split=split, seed=config.seed, checkpoint_step=trained.step,

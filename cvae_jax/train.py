@@ -51,6 +51,11 @@ class Objective:
                config.model.copula_weight)
 
 
+def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The run's keys by purpose: (init, train, eval)."""
+  return tuple(jax.random.split(jax.random.key(seed), 3))
+
+
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.learning_rate))
 
@@ -164,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = TextVAE(model_config(config, len(corpus.vocab)))
   prepare_workdir(workdir, config, corpus.vocab)
   mesh = parallel.make_mesh()
-  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  init_key, train_key, eval_key = root_keys(config.seed)
   train_split = corpus.splits["train"]
   per_epoch = data.steps_per_epoch(train_split, d.batch_size, d.bucket_lengths)
   if per_epoch == 0:
