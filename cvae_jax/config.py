@@ -42,9 +42,15 @@ def base_config() -> ml_collections.ConfigDict:
   m.hidden_dim = 512  # LSTM width of encoder and decoder
   m.latent_dim = 32  # z
   m.dropout = 0.5  # on input embeddings
+  # Word dropout (Bowman et al. 2016): in training, each word of the decoder's
+  # input becomes <unk> with this probability (<s>, </s> and padding never do).
+  m.word_dropout = 0.0
   m.output_dropout = 0.0  # on decoder outputs
   m.feed_latent = False  # also feed z at every decoder step (He et al. 2019)
   m.dtype = "float32"  # matmul dtype; 'bfloat16' for GPU/TPU (losses stay f32)
+  # BN-VAE (Zhu et al. 2020): the posterior means' BatchNorm gets this fixed
+  # scale gamma and a learned shift; 0 = off (a learned scale, as in the paper).
+  m.bn_gamma = 0.0
 
   c.train = t = ml_collections.ConfigDict()
   t.num_epochs = 30  # used when num_steps <= 0
@@ -53,6 +59,16 @@ def base_config() -> ml_collections.ConfigDict:
   t.grad_clip = 5.0  # global gradient norm
   t.kl_anneal_start = 0  # step where beta starts rising from 0
   t.kl_anneal_steps = 10_000  # steps from beta 0 to 1 (0: a jump at start)
+  # Cyclical annealing (Fu et al. 2019): > 0 replaces the linear ramp by this
+  # many cycles over [kl_anneal_start, end of training); in each, beta rises
+  # linearly from 0 to 1 over the fraction kl_cycle_rise, then stays 1.
+  t.kl_cycles = 0
+  t.kl_cycle_rise = 0.5  # in (0, 1]
+  # Free bits (Kingma et al. 2016; Li et al. 2019): target nats per latent
+  # dimension; a dimension whose batch-averaged KL is below it is not penalised
+  # (a posterior whose KL does not split by dimension is one group of
+  # latent_dim dimensions). 0 = off.
+  t.free_bits = 0.0
   t.log_every = 100  # steps between train-metric logs
   t.checkpoint_every = 1_000  # steps between checkpoints (and at the end)
   t.eval_every = 0  # steps between validation passes; 0 = once per epoch
@@ -101,6 +117,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
                     f"{tuple(c.data.bucket_lengths)}")
   for field in ("batch_size", "eval_batch_size"):
     parallel.check_batch_size(c.data[field], f"config.data.{field}")
+  m, t = c.model, c.train
+  if not 0 <= m.word_dropout < 1:
+    raise CvaeError(f"config.model.word_dropout={m.word_dropout} must lie in [0, 1)")
+  if not 0 < t.kl_cycle_rise <= 1:
+    raise CvaeError(f"config.train.kl_cycle_rise={t.kl_cycle_rise} must lie in (0, 1]")
+  for field, value in (("model.bn_gamma", m.bn_gamma), ("train.free_bits", t.free_bits),
+                       ("train.kl_cycles", t.kl_cycles)):
+    if value < 0:
+      raise CvaeError(f"config.{field}={value} must not be negative")
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
@@ -109,5 +134,5 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
   return ModelConfig(vocab_size=vocab_size, emb_dim=m.emb_dim,
                      hidden_dim=m.hidden_dim, latent_dim=m.latent_dim,
                      posterior=m.posterior, dropout=m.dropout,
-                     output_dropout=m.output_dropout,
-                     feed_latent=m.feed_latent, dtype=m.dtype)
+                     output_dropout=m.output_dropout, word_dropout=m.word_dropout,
+                     feed_latent=m.feed_latent, dtype=m.dtype, bn_gamma=m.bn_gamma)

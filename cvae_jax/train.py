@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 from typing import Any, Iterator
@@ -15,13 +14,14 @@ import ml_collections
 import optax
 from tqdm import tqdm
 
-from cvae_jax import data, objectives, parallel
+from cvae_jax import data, parallel
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.models import TextVAE
+from cvae_jax.objectives import Objective
 from cvae_jax.prefetch import prefetch
 from cvae_jax.workdir import prepare_workdir
 from cvae_jax.writer import MetricWriter
@@ -35,20 +35,6 @@ class TrainState(train_state.TrainState):
   def variables(self) -> dict:
     """What `model.apply` takes: params and BatchNorm statistics."""
     return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """The static part of the loss: KL annealing and the copula weight lambda."""
-
-  kl_anneal_start: int
-  kl_anneal_steps: int
-  copula_weight: float
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
-    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps,
-               config.model.copula_weight)
 
 
 def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -78,15 +64,14 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
   [batch] float32. The step's randomness is `fold_in(key, state.step)`.
   """
   dropout_key, latent_key = jax.random.split(jax.random.fold_in(key, state.step))
-  beta = objectives.kl_weight(state.step, objective.kl_anneal_start,
-                              objective.kl_anneal_steps)
+  beta = objective.kl_weight(state.step)
 
   def loss_fn(params):
-    terms, updates = state.apply_fn(
+    (terms, kl_groups), updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
-        batch["tokens"], batch["lengths"], train=True,
+        batch["tokens"], batch["lengths"], train=True, method=TextVAE.loss_terms,
         rngs={"dropout": dropout_key, "latent": latent_key}, mutable=["batch_stats"])
-    loss = objectives.sentence_loss(terms, beta, objective.copula_weight)
+    loss = objective.sentence_loss(terms, kl_groups, batch["weights"], beta)
     mean = jnp.sum(loss * batch["weights"]) / jnp.sum(batch["weights"])
     return mean, (dict(terms, loss=loss), updates)
 
@@ -187,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir)
   writer.truncate_after(step)
 
-  step_fn = jit_train_step(Objective.from_config(config), mesh)
+  step_fn = jit_train_step(Objective.from_config(config, num_steps), mesh)
   evaluator = Evaluator(model, mesh, config, eval_key)
   acc = None
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cvae_jax import train
+from cvae_jax.config import validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
 from configs import synthetic
@@ -45,8 +46,15 @@ def test_a_run_writes_metrics_checkpoints_and_test_figures(tmp_path):
   assert os.listdir(tmp_path / "run" / "tb")
 
 
-def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [
+    {},
+    # Every training procedure at once.
+    {"model.word_dropout": 0.3, "model.bn_gamma": 0.5, "train.free_bits": 0.2,
+     "train.kl_cycles": 2},
+], ids=["default", "procedures"])
+def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, options):
   config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)
+  config.update_from_flattened_dict(options)
   train.train_and_evaluate(config, str(tmp_path / "straight"))
 
   real = train.jit_train_step
@@ -112,3 +120,17 @@ def test_bad_input_exits_non_zero_with_one_clear_message(tmp_path, flags, messag
   assert message in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.word_dropout", 1.0, r"config.model.word_dropout=1.0 must lie in \[0, 1\)"),
+    ("train.kl_cycle_rise", 0.0, r"config.train.kl_cycle_rise=0.0 must lie in \(0, 1\]"),
+    ("train.free_bits", -0.5, "config.train.free_bits=-0.5 must not be negative"),
+    ("train.kl_cycles", -1, "config.train.kl_cycles=-1 must not be negative"),
+    ("model.bn_gamma", -1.0, "config.model.bn_gamma=-1.0 must not be negative"),
+])
+def test_bad_training_procedure_settings_are_refused(field, value, message):
+  config = synthetic.get_config("tiny")
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(CvaeError, match=message):
+    validate(config)

@@ -14,10 +14,14 @@ from cvae_jax.train import Objective, create_train_state, jit_train_step, train_
 from tests.helpers import random_batch, tiny_model
 
 OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4, copula_weight=0.5)
+# Every training procedure at once: cyclical annealing, free bits, word
+# dropout and BN-VAE.
+PROCEDURES = (Objective(copula_weight=0.5, kl_cycles=2, total_steps=4, free_bits=0.3,
+                        latent_dim=3), dict(word_dropout=0.3, bn_gamma=0.5))
 
 
-def _state(posterior="copula", batch=None):
-  model = tiny_model(posterior)
+def _state(posterior="copula", batch=None, **model_options):
+  model = tiny_model(posterior, **model_options)
   return create_train_state(model, optax.adam(1e-2), jax.random.key(0),
                             batch or random_batch(batch=16))
 
@@ -42,15 +46,16 @@ def test_jitted_step_equals_eager_step(posterior):
   chex.assert_trees_all_close(got[0].params, want[0].params, rtol=1e-4, atol=1e-4)
 
 
-def test_one_device_equals_eight_devices():
+@pytest.mark.parametrize("objective, model_options", [(OBJECTIVE, {}), PROCEDURES])
+def test_one_device_equals_eight_devices(objective, model_options):
   assert jax.device_count() == 8
   batches = [random_batch(i, batch=16) for i in range(4)]
   key = jax.random.key(2)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = Mesh(np.asarray(devices), ("data",))
-    step = jit_train_step(OBJECTIVE, mesh)
-    state = jax.device_put(_state(), parallel.replicated(mesh))
+    step = jit_train_step(objective, mesh)
+    state = jax.device_put(_state(**model_options), parallel.replicated(mesh))
     results.append(_run(step, state, [parallel.to_global(b, mesh) for b in batches], key))
   (s1, h1), (s8, h8) = results
   chex.assert_trees_all_close(h8, h1, rtol=1e-4, atol=1e-4)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cvae_jax.data.vocab import UNK
 from cvae_jax.models import posteriors
 from cvae_jax.models.lstm import LSTM, Carry
 from cvae_jax.models.projection import Projection
@@ -29,19 +30,44 @@ class ModelConfig:
   latent_dim: int = 32
   posterior: str = "copula"  # 'none' | 'gaussian' | 'copula'
   dropout: float = 0.5  # on the embeddings of encoder and decoder inputs
+  word_dropout: float = 0.0  # decoder input words replaced by <unk> (train only)
   output_dropout: float = 0.0  # on decoder outputs before the softmax layer
   feed_latent: bool = False  # also feed z at every decoder step (He et al.)
   dtype: str = "float32"  # matmul dtype: 'float32' or 'bfloat16'
+  bn_gamma: float = 0.0  # BN-VAE: fixed scale of the posterior means' BatchNorm
 
   @property
   def has_latent(self) -> bool:
     return self.posterior != "none"
 
 
+def word_dropout(key: jax.Array, inputs: jax.Array, lengths: jax.Array,
+                 rate: float) -> jax.Array:
+  """Decoder inputs with each word replaced by <unk> with probability `rate`.
+
+  Bowman et al. (2016). Only words are dropped: `<s>` (position 0), and the
+  `</s>` and padding that follow a sentence, are kept.
+
+  Args:
+    key: the randomness.
+    inputs: [batch, steps] int32, `tokens[:, :-1]`.
+    lengths: [batch] int32 tokens of each sentence, `<s>` and `</s>` included.
+    rate: probability of dropping a word.
+
+  Returns:
+    [batch, steps] int32.
+  """
+  position = jnp.arange(inputs.shape[1])[None, :]
+  is_word = (position >= 1) & (position < lengths[:, None] - 1)
+  drop = is_word & jax.random.bernoulli(key, rate, inputs.shape)
+  return jnp.where(drop, UNK, inputs)
+
+
 class TextVAE(nn.Module):
   """Encoder, posterior and decoder; every method is a pure function of params.
 
-  RNG streams: 'dropout' (train only) and 'latent' (z and copula samples).
+  RNG streams: 'dropout' (train only: dropout and word dropout) and 'latent'
+  (z and copula samples).
   """
 
   config: ModelConfig
@@ -57,7 +83,8 @@ class TextVAE(nn.Module):
     self.output_dropout = nn.Dropout(cfg.output_dropout)
     if cfg.has_latent:
       self.encoder_lstm = LSTM(cfg.hidden_dim, dtype=dtype)
-      self.posterior = posteriors.POSTERIORS[cfg.posterior](cfg.latent_dim)
+      self.posterior = posteriors.POSTERIORS[cfg.posterior](cfg.latent_dim,
+                                                            bn_gamma=cfg.bn_gamma)
       self.latent_to_carry = nn.Dense(2 * cfg.hidden_dim)
 
   def _embed(self, tokens, train):
@@ -101,8 +128,15 @@ class TextVAE(nn.Module):
 
   def log_likelihood(self, tokens: jax.Array, lengths: jax.Array,
                      z: Optional[jax.Array], train: bool = False) -> jax.Array:
-    """log p(x|z) summed over the predicted tokens: [batch] float32."""
-    _, logits = self.decode(tokens[:, :-1], z, train)
+    """log p(x|z) summed over the predicted tokens: [batch] float32.
+
+    In training the decoder reads its inputs after word dropout.
+    """
+    inputs = tokens[:, :-1]
+    if train and self.config.word_dropout > 0:
+      inputs = word_dropout(self.make_rng("dropout"), inputs, lengths,
+                            self.config.word_dropout)
+    _, logits = self.decode(inputs, z, train)
     targets = tokens[:, 1:]
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     mask = jnp.arange(targets.shape[1])[None, :] < (lengths[:, None] - 1)
@@ -116,13 +150,21 @@ class TextVAE(nn.Module):
     log_copula: log c(q) at a copula sample; copula_term: what lambda weighs,
     log c(q) + sum_i log q(z_i|x) for the copula posterior, 0 otherwise.
     """
+    return self.loss_terms(tokens, lengths, train)[0]
+
+  def loss_terms(self, tokens: jax.Array, lengths: jax.Array, train: bool = False
+                 ) -> tuple[dict[str, jax.Array], jax.Array]:
+    """The terms of `__call__` and the KL split into groups, [batch, groups]
+    float32 (`kl_groups()` of the posterior; no groups without a latent)."""
     if not self.config.has_latent:
       zeros = jnp.zeros(tokens.shape[:1], jnp.float32)
       rec = -self.log_likelihood(tokens, lengths, None, train)
-      return dict(rec=rec, kl=zeros, log_copula=zeros, copula_term=zeros)
+      return (dict(rec=rec, kl=zeros, log_copula=zeros, copula_term=zeros),
+              jnp.zeros((tokens.shape[0], 0), jnp.float32))
     q = self.encode(tokens, lengths, train)
     z_key, copula_key = jax.random.split(self.make_rng("latent"))
     z = q.sample(z_key)
     log_copula, copula_term = q.copula_terms(z, copula_key)
-    return dict(rec=-self.log_likelihood(tokens, lengths, z, train), kl=q.kl(),
-                log_copula=log_copula, copula_term=copula_term)
+    terms = dict(rec=-self.log_likelihood(tokens, lengths, z, train), kl=q.kl(),
+                 log_copula=log_copula, copula_term=copula_term)
+    return terms, q.kl_groups()

@@ -1,7 +1,9 @@
 """Posteriors q(z|x), chosen by name (`config.model.posterior`).
 
 Each module maps the encoder state hc [batch, 2 * hidden] to a distribution
-with `sample(key, num_samples=None)`, `log_prob(z)`, `kl()` (to N(0, I)) and
+with `sample(key, num_samples=None)`, `log_prob(z)`, `kl()` (to N(0, I)),
+`kl_groups()` (the KL split into independent groups, [batch, groups]: one per
+dimension for these factorised posteriors; free bits targets each group) and
 `copula_terms(z, key)`. 'none' (the LSTM language model) has no posterior.
 """
 

@@ -85,6 +85,9 @@ class GaussianCopula:
   def kl(self):
     return self.marginals.kl()
 
+  def kl_groups(self):
+    return self.marginals.kl_groups()
+
   def sample_copula(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """q = L eps, eps ~ N(0, I), with Sigma and L: [batch, latent] and 2x [b, l, l]."""
     sigma = covariance(self.w, self.a)
@@ -104,11 +107,12 @@ class CopulaPosterior(nn.Module):
   """w = ReLU(W1 hc) + 0.5, a = tanh(BN(W2 hc)), beside the Gaussian marginals."""
 
   latent_dim: int
+  bn_gamma: float = 0.0  # BN-VAE's fixed scale of the marginals' means (0: off)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> GaussianCopula:
     """hc: [batch, 2 * hidden] final encoder state -> q(z|x) with its copula."""
-    marginals = GaussianPosterior(self.latent_dim, name="marginals")(hc, train)
+    marginals = GaussianPosterior(self.latent_dim, self.bn_gamma, name="marginals")(hc, train)
     w = nn.relu(nn.Dense(self.latent_dim, name="w_dense")(hc)) + 0.5
     a = nn.Dense(self.latent_dim, use_bias=False, name="a_dense")(hc)  # BN has the bias
     a = jnp.tanh(nn.BatchNorm(use_running_average=not train, momentum=0.9,

@@ -39,8 +39,11 @@ class DiagonalGaussian:
 
   def kl(self) -> jax.Array:
     """Analytic KL(q(z|x) || N(0, I)): [batch]."""
-    return 0.5 * jnp.sum(
-        jnp.square(self.mean) + jnp.exp(self.log_var) - 1.0 - self.log_var, axis=-1)
+    return jnp.sum(self.kl_groups(), axis=-1)
+
+  def kl_groups(self) -> jax.Array:
+    """The KL of each dimension, KL(q(z_i|x) || N(0, 1)): [batch, latent]."""
+    return 0.5 * (jnp.square(self.mean) + jnp.exp(self.log_var) - 1.0 - self.log_var)
 
   def copula_terms(self, z: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The independence copula: log c = 0 and no copula term, each [batch]."""
@@ -59,15 +62,26 @@ def log_standard_normal(z: jax.Array) -> jax.Array:
 
 
 class GaussianPosterior(nn.Module):
-  """mu = BN(Linear(hc)), log sigma^2 = BN(Linear(hc)), as in the paper."""
+  """mu = BN(Linear(hc)), log sigma^2 = BN(Linear(hc)), as in the paper.
+
+  With `bn_gamma` > 0, mu = gamma BN(Linear(hc)) + beta with gamma fixed and
+  beta learned (BN-VAE, Zhu et al. 2020): every dimension's batch of means then
+  has variance gamma^2, which keeps its batch-averaged KL at least gamma^2 / 2.
+  """
 
   latent_dim: int
+  bn_gamma: float = 0.0  # 0: the mean's BatchNorm learns its scale and shift
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> DiagonalGaussian:
     """hc: [batch, 2 * hidden] final encoder state -> q(z|x)."""
-    def head(name):
+    def head(name, learned_scale=True):
       x = nn.Dense(self.latent_dim, use_bias=False, name=f"{name}_dense")(hc)
       return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                          use_scale=learned_scale, use_bias=learned_scale,
                           name=f"{name}_bn")(x)
-    return DiagonalGaussian(mean=head("mean"), log_var=head("log_var"))
+    if not self.bn_gamma:
+      return DiagonalGaussian(mean=head("mean"), log_var=head("log_var"))
+    shift = self.param("mean_shift", nn.initializers.zeros, (self.latent_dim,))
+    mean = self.bn_gamma * head("mean", learned_scale=False) + shift
+    return DiagonalGaussian(mean=mean, log_var=head("log_var"))
