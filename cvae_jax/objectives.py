@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from cvae_jax.models.posteriors import EXTRA_LOSS
+
 
 def kl_weight(step: jax.Array, start: int, num_steps: int) -> jax.Array:
   """beta_t: 0 before `start`, then linear to 1 over `num_steps` steps.
@@ -58,11 +60,11 @@ def free_bits_kl(kl_groups: jax.Array, weights: jax.Array, target: float) -> jax
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """The static part of the loss: KL schedule, free bits and the copula weight."""
+  """The static part of the loss: the KL schedule and free bits (a posterior's
+  own terms and weights, such as the copula's lambda, live in its module)."""
 
   kl_anneal_start: int = 0  # beta is 0 before this step
   kl_anneal_steps: int = 0  # monotonic schedule: steps from beta 0 to 1
-  copula_weight: float = 0.0  # lambda
   kl_cycles: int = 0  # > 0: cyclical schedule over [kl_anneal_start, total_steps)
   kl_cycle_rise: float = 0.5  # fraction of each cycle in which beta rises
   total_steps: int = 0  # the run's length (for the cyclical schedule)
@@ -73,8 +75,7 @@ class Objective:
   def from_config(cls, config: ml_collections.ConfigDict, total_steps: int) -> Objective:
     t = config.train
     return cls(kl_anneal_start=t.kl_anneal_start, kl_anneal_steps=t.kl_anneal_steps,
-               copula_weight=config.model.copula_weight, kl_cycles=t.kl_cycles,
-               kl_cycle_rise=t.kl_cycle_rise, total_steps=total_steps,
+               kl_cycles=t.kl_cycles, kl_cycle_rise=t.kl_cycle_rise, total_steps=total_steps,
                free_bits=t.free_bits, latent_dim=config.model.latent_dim)
 
   def kl_weight(self, step: jax.Array) -> jax.Array:
@@ -86,14 +87,14 @@ class Objective:
 
   def sentence_loss(self, terms: dict[str, jax.Array], kl_groups: jax.Array,
                     weights: jax.Array, beta: jax.Array) -> jax.Array:
-    """rec + beta KL' - lambda (log c(q) + sum_i log q(z_i|x)), per sentence.
+    """rec + beta KL' + the posterior's extra loss term (if any), per sentence.
 
     KL' is the KL with free bits (`free_bits_kl`); a group of d latent
     dimensions has the target d * free_bits.
 
     Args:
-      terms: the model's per-sentence terms `rec` and `copula_term` (log c(q)
-        + sum_i log q(z_i|x); 0 without a copula), each [batch].
+      terms: the model's per-sentence terms `rec` and, from posteriors that
+        have one, `EXTRA_LOSS` (already weighted), each [batch].
       kl_groups: [batch, groups] the KL split into groups (`TextVAE.loss_terms`).
       weights: [batch] row weights.
       beta: scalar KL weight.
@@ -103,4 +104,4 @@ class Objective:
     """
     target = self.free_bits * self.latent_dim / max(kl_groups.shape[-1], 1)
     kl = free_bits_kl(kl_groups, weights, target)
-    return terms["rec"] + beta * kl - self.copula_weight * terms["copula_term"]
+    return terms["rec"] + beta * kl + terms.get(EXTRA_LOSS, 0.0)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax import objectives
+from cvae_jax.models.posteriors import EXTRA_LOSS
 from cvae_jax.objectives import Objective
 
 
@@ -57,7 +58,7 @@ def test_free_bits_by_hand():
 def test_free_bits_of_a_whole_latent_group_targets_every_dimension():
   """A posterior whose KL does not split is one group of latent_dim targets."""
   objective = Objective(kl_anneal_steps=1, free_bits=0.5, latent_dim=4)
-  terms = {"rec": jnp.zeros(3), "copula_term": jnp.zeros(3)}
+  terms = {"rec": jnp.zeros(3)}
   total = KL.sum(-1, keepdims=True)  # [batch, 1]; mean over real rows 1.7 < 4 * 0.5
   np.testing.assert_allclose(objective.sentence_loss(terms, total, WEIGHTS, 1.0), [2.0] * 3)
   objective = Objective(kl_anneal_steps=1, free_bits=0.25, latent_dim=4)  # 1.7 >= 1
@@ -66,16 +67,16 @@ def test_free_bits_of_a_whole_latent_group_targets_every_dimension():
 
 
 def test_sentence_loss_weighs_each_term():
-  objective = Objective(copula_weight=0.4, free_bits=0.5, latent_dim=2)
-  terms = {"rec": jnp.array([10.0, 20.0, 30.0]), "copula_term": jnp.array([1.0, 2.0, 3.0])}
+  objective = Objective(free_bits=0.5, latent_dim=2)
+  terms = {"rec": jnp.array([10.0, 20.0, 30.0]), EXTRA_LOSS: jnp.array([1.0, 2.0, 3.0])}
   got = objective.sentence_loss(terms, jnp.asarray(KL), WEIGHTS, jnp.float32(0.5))
-  want = terms["rec"] + 0.5 * np.array([2.5, 1.5, 5.5]) - 0.4 * terms["copula_term"]
+  want = terms["rec"] + 0.5 * np.array([2.5, 1.5, 5.5]) + terms[EXTRA_LOSS]
   chex.assert_trees_all_close(got, want, rtol=1e-6)
 
 
 def test_no_latent_no_free_bits():
   """The language model's empty KL groups add nothing, whatever the target."""
   objective = Objective(free_bits=1.0, latent_dim=2)
-  terms = {"rec": jnp.ones(3), "copula_term": jnp.zeros(3)}
+  terms = {"rec": jnp.ones(3)}
   got = objective.sentence_loss(terms, jnp.zeros((3, 0)), WEIGHTS, 1.0)
   np.testing.assert_allclose(got, np.ones(3))

@@ -13,11 +13,11 @@ from cvae_jax import parallel
 from cvae_jax.train import Objective, create_train_state, jit_train_step, train_step
 from tests.helpers import random_batch, tiny_model
 
-OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4, copula_weight=0.5)
+OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4)
 # Every training procedure at once: cyclical annealing, free bits, word
 # dropout and BN-VAE.
-PROCEDURES = (Objective(copula_weight=0.5, kl_cycles=2, total_steps=4, free_bits=0.3,
-                        latent_dim=3), dict(word_dropout=0.3, bn_gamma=0.5))
+PROCEDURES = (Objective(kl_cycles=2, total_steps=4, free_bits=0.3, latent_dim=3),
+              dict(word_dropout=0.3, bn_gamma=0.5))
 
 
 def _state(posterior="copula", batch=None, **model_options):
