@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000
 
   c.model = m = ml_collections.ConfigDict()
-  m.posterior = "copula"  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula'
+  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula' | 'vmf' | 'flow' (VAE-NF) |
+  # 'full_gaussian' (non-diag-VAE)
+  m.posterior = "copula"
   m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x) (copula only)
   m.emb_dim = 512  # word embedding size (shared by encoder and decoder)
   m.hidden_dim = 512  # LSTM width of encoder and decoder
@@ -51,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
   # BN-VAE (Zhu et al. 2020): the posterior means' BatchNorm gets this fixed
   # scale gamma and a learned shift; 0 = off (a learned scale, as in the paper).
   m.bn_gamma = 0.0
+  # von Mises-Fisher posterior (Xu & Durrett 2018): its fixed concentration;
+  # the KL to the uniform prior on the sphere is a constant set by it.
+  m.vmf_kappa = 80.0
+  m.flow_steps = 4  # planar flows K of the 'flow' posterior (Rezende & Mohamed 2015)
 
   c.train = t = ml_collections.ConfigDict()
   t.num_epochs = 30  # used when num_steps <= 0
@@ -126,6 +132,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
                        ("train.kl_cycles", t.kl_cycles)):
     if value < 0:
       raise CvaeError(f"config.{field}={value} must not be negative")
+  model = model_config(c, vocab_size=0)
+  if model.has_latent:
+    posteriors.build(model)  # a posterior refuses the settings that do not apply to it
 
 
 def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
@@ -136,4 +145,5 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
                      posterior=m.posterior, copula_weight=m.copula_weight,
                      dropout=m.dropout, output_dropout=m.output_dropout,
                      word_dropout=m.word_dropout, feed_latent=m.feed_latent,
-                     dtype=m.dtype, bn_gamma=m.bn_gamma)
+                     dtype=m.dtype, bn_gamma=m.bn_gamma, vmf_kappa=m.vmf_kappa,
+                     flow_steps=m.flow_steps)

@@ -7,12 +7,12 @@ use only its methods, so they hold for every posterior; pure jnp functions.
 import jax
 import jax.numpy as jnp
 
-from cvae_jax.models.posteriors import Distribution, log_standard_normal
+from cvae_jax.models.posteriors import Distribution
 
 
 def iw_log_weights(log_px_given_z: jax.Array, z: jax.Array, q: Distribution) -> jax.Array:
   """log p(z) + log p(x|z) - log q(z|x): [samples, batch] from z [samples, batch, latent]."""
-  return log_px_given_z + log_standard_normal(z) - q.log_prob(z)
+  return log_px_given_z + q.prior.log_prob(z) - q.log_prob(z)
 
 
 def mutual_information(q: Distribution, z: jax.Array, neg_entropy: jax.Array,

@@ -27,7 +27,7 @@ import numpy as np
 
 from cvae_jax.data.vocab import BOS, EOS, PAD, Vocab
 from cvae_jax.errors import CvaeError
-from cvae_jax.models import TextVAE
+from cvae_jax.models import TextVAE, posteriors
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 METHODS = ("greedy", "sample", "beam")
@@ -188,13 +188,14 @@ def require_latent(posterior: str, what: str) -> None:
 @functools.partial(jax.jit, static_argnames=("model", "num", "decoding"))
 def sample_prior(model: TextVAE, variables: dict, key: jax.Array, *, num: int,
                  decoding: Decoding) -> Decoded:
-  """`num` sentences from z ~ N(0, I) (from the zero state for the LSTM LM)."""
+  """`num` sentences from z ~ p(z), the posterior's prior (from the zero state
+  for the LSTM LM)."""
   if num < 1:
     raise CvaeError(f"the number of samples must be at least 1, got {num}")
   z_key, decode_key = jax.random.split(key)
   z = None
   if model.config.has_latent:
-    z = jax.random.normal(z_key, (num, model.config.latent_dim), jnp.float32)
+    z = posteriors.prior(model.config.posterior).sample(z_key, (num, model.config.latent_dim))
   return _decode_z(model, variables, z, num, decode_key, decoding)
 
 

@@ -69,8 +69,8 @@ def test_reconstruction_is_the_masked_token_cross_entropy():
 
 def test_unknown_posterior_is_a_clear_error():
   from cvae_jax.errors import CvaeError
-  with pytest.raises(CvaeError, match="unknown posterior 'vmf'.*none, gaussian, copula"):
-    init_variables(tiny_model("vmf"), random_batch())
+  with pytest.raises(CvaeError, match="unknown posterior 'iaf'.*none, gaussian, copula, vmf, flow, full_gaussian"):
+    init_variables(tiny_model("iaf"), random_batch())
 
 
 def test_word_dropout_replaces_only_words_by_unk():

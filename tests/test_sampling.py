@@ -18,7 +18,7 @@ from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config
 from cvae_jax.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from cvae_jax.errors import CvaeError
-from cvae_jax.models import TextVAE
+from cvae_jax.models import TextVAE, posteriors
 from cvae_jax.workdir import prepare_workdir
 from configs import synthetic
 from tests.helpers import init_variables, random_batch, tiny_model
@@ -175,6 +175,21 @@ def test_decoding_is_deterministic_for_a_seed():
     first, again, other = fn(jax.random.key(0)), fn(jax.random.key(0)), fn(jax.random.key(1))
     np.testing.assert_array_equal(first.tokens, again.tokens)
     assert not np.array_equal(first.tokens, other.tokens)
+
+
+@pytest.mark.parametrize("posterior", ["vmf", "flow"])
+def test_prior_samples_decode_z_from_the_posteriors_own_prior(posterior):
+  """z ~ uniform on the sphere for the vMF, N(0, I) otherwise; reconstruction works."""
+  model, variables = _tiny(posterior)
+  key, decoding = jax.random.key(0), sampling.Decoding("sample", max_length=7)
+  z_key, decode_key = jax.random.split(key)
+  z = posteriors.prior(posterior).sample(z_key, (3, 3))
+  np.testing.assert_array_equal(
+      sampling.sample_prior(model, variables, key, num=3, decoding=decoding).tokens,
+      sampling.decode_latent(model, variables, z, decode_key, decoding=decoding).tokens)
+  decoded = sampling.reconstruct(model, variables, BATCH["tokens"], BATCH["lengths"], key,
+                                 decoding=decoding, use_mean=False)
+  assert decoded.tokens.shape == (8, 7)
 
 
 def test_the_lstm_language_model_samples_but_cannot_reconstruct():

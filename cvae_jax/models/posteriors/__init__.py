@@ -2,17 +2,21 @@
 
 Each maps the encoder state hc [batch, 2 * hidden] to a distribution with the
 methods of `base.Distribution` (sample, exact log_prob, kl, kl_groups, entropy,
-mean, objective_terms); train, objectives and evaluation use only those. 'none'
-(the LSTM language model) has no posterior.
+mean, objective_terms, and its prior); train, objectives and evaluation use
+only those. 'none' (the LSTM language model) has no posterior.
 """
 
 from cvae_jax.errors import CvaeError
-from cvae_jax.models.posteriors.base import EXTRA_LOSS, Distribution
+from cvae_jax.models.posteriors.base import (EXTRA_LOSS, Distribution, Prior,
+                                             log_standard_normal)
 from cvae_jax.models.posteriors.copula import CopulaPosterior, GaussianCopula
-from cvae_jax.models.posteriors.gaussian import (DiagonalGaussian, GaussianPosterior,
-                                                 log_standard_normal)
+from cvae_jax.models.posteriors.flow import FlowPosterior, PlanarFlow
+from cvae_jax.models.posteriors.full_gaussian import FullGaussian, FullGaussianPosterior
+from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
+from cvae_jax.models.posteriors.vmf import VMFPosterior, VonMisesFisher
 
-POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior}
+POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior, "vmf": VMFPosterior,
+              "flow": FlowPosterior, "full_gaussian": FullGaussianPosterior}
 NAMES = ("none", *POSTERIORS)
 
 
@@ -26,3 +30,8 @@ def check_name(name: str) -> None:
 def build(config):
   """The posterior module named by `config.posterior` (a `ModelConfig`)."""
   return POSTERIORS[config.posterior].from_config(config)
+
+
+def prior(name: str) -> Prior:
+  """The prior p(z) of the posterior `name` (for generation)."""
+  return POSTERIORS[name].prior

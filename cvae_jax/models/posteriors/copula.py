@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from cvae_jax.models.posteriors.base import EXTRA_LOSS
+from cvae_jax.models.posteriors.base import EXTRA_LOSS, StandardNormal
 from cvae_jax.models.posteriors.dependence import cholesky, covariance, dependence_head
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 
@@ -50,6 +50,7 @@ class GaussianCopula:
   w: jax.Array
   a: jax.Array
   copula_weight: float = struct.field(pytree_node=False)
+  prior = StandardNormal
 
   def sample(self, key, num_samples=None):
     return self.marginals.sample(key, num_samples)
@@ -93,6 +94,7 @@ class CopulaPosterior(nn.Module):
   latent_dim: int
   copula_weight: float  # lambda
   bn_gamma: float = 0.0  # BN-VAE's fixed scale of the marginals' means (0: off)
+  prior = StandardNormal
 
   @classmethod
   def from_config(cls, config) -> "CopulaPosterior":

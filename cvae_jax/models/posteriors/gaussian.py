@@ -8,6 +8,8 @@ from flax import struct
 import jax
 import jax.numpy as jnp
 
+from cvae_jax.models.posteriors.base import StandardNormal
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -17,6 +19,7 @@ class DiagonalGaussian:
 
   loc: jax.Array
   log_var: jax.Array
+  prior = StandardNormal
 
   def sample(self, key: jax.Array, num_samples: Optional[int] = None) -> jax.Array:
     """z = loc + sigma * eps: [batch, latent], or [num_samples, batch, latent]."""
@@ -53,11 +56,6 @@ class DiagonalGaussian:
     return {}
 
 
-def log_standard_normal(z: jax.Array) -> jax.Array:
-  """log N(z; 0, I): [..., latent] -> [...]."""
-  return jnp.sum(-0.5 * (_LOG_2PI + jnp.square(z)), axis=-1)
-
-
 class GaussianPosterior(nn.Module):
   """mu = BN(Linear(hc)), log sigma^2 = BN(Linear(hc)), as in the paper.
 
@@ -68,6 +66,7 @@ class GaussianPosterior(nn.Module):
 
   latent_dim: int
   bn_gamma: float = 0.0  # 0: the mean's BatchNorm learns its scale and shift
+  prior = StandardNormal
 
   @classmethod
   def from_config(cls, config) -> "GaussianPosterior":
