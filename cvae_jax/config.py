@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = m = ml_collections.ConfigDict()
   m.posterior = "copula"  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula'
-  m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x)
+  m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x) (copula only)
   m.emb_dim = 512  # word embedding size (shared by encoder and decoder)
   m.hidden_dim = 512  # LSTM width of encoder and decoder
   m.latent_dim = 32  # z
@@ -131,7 +131,8 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
   m = c.model
   return ModelConfig(vocab_size=vocab_size, emb_dim=m.emb_dim,
                      hidden_dim=m.hidden_dim, latent_dim=m.latent_dim,
-                     posterior=m.posterior, dropout=m.dropout,
+                     posterior=m.posterior, copula_weight=m.copula_weight,
+                     dropout=m.dropout,
                      output_dropout=m.output_dropout,
                      feed_latent=m.feed_latent, dtype=m.dtype)
 

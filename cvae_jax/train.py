@@ -42,16 +42,15 @@ class TrainState(train_state.TrainState):
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """The static part of the loss: KL annealing and the copula weight lambda."""
+  """The static part of the loss: KL annealing (a posterior's own terms and
+  weights, such as the copula's lambda, live in its module)."""
 
   kl_anneal_start: int
   kl_anneal_steps: int
-  copula_weight: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
-    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps,
-               config.model.copula_weight)
+    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps)
 
 
 def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -92,7 +91,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
         {"params": params, "batch_stats": state.batch_stats},
         batch["tokens"], batch["lengths"], train=True,
         rngs={"dropout": dropout_key, "latent": latent_key}, mutable=["batch_stats"])
-    loss = objectives.sentence_loss(terms, beta, objective.copula_weight)
+    loss = objectives.sentence_loss(terms, beta)
     mean = jnp.sum(loss * batch["weights"]) / jnp.sum(batch["weights"])
     return mean, (dict(terms, loss=loss), updates)
 
