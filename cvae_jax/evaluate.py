@@ -1,4 +1,4 @@
-"""Evaluation of a split: bounds on -log p(x), KL, MI, active units, copula term.
+"""Evaluation of a split: bounds on -log p(x), KL, MI, active units, posterior terms.
 
 Every sentence of the split is counted exactly once (padding rows weigh 0).
 Samples z and their densities come from the posterior's own `sample` and exact

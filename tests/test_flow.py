@@ -45,6 +45,18 @@ def test_log_det_against_jacfwd_in_float64():
       np.testing.assert_allclose(log_det[row], want, rtol=1e-12, atol=1e-12)
 
 
+def test_many_samples_in_one_jitted_call_match_float64():
+  """A fused broadcast product and reduction over more than 32,768 outputs is
+  miscomputed by XLA on CPU (JAX 0.10.2) unless written as a contraction."""
+  q = random_flow(seed=20)
+  z0 = q.base.sample(jax.random.key(21), 16_384)
+  got = jax.jit(lambda q, z0: q.forward(z0))(q, z0)
+  with jax.enable_x64(True):
+    q64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), q)
+    want = q64.forward(jnp.asarray(z0, jnp.float64))
+  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_log_prob_inverts_the_flow_exactly():
   with jax.enable_x64(True):
     q = random_flow(seed=3, dtype=jnp.float64)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cvae_jax.data.vocab import UNK
+from cvae_jax.models import posteriors
 from cvae_jax.models.lstm import LSTM
 from cvae_jax.models.text_vae import word_dropout
 from tests.helpers import init_variables, random_batch, tiny_model
@@ -40,7 +41,7 @@ def test_lstm_matches_a_slow_reference_loop():
   np.testing.assert_allclose(got_h, h, atol=1e-5)
 
 
-@pytest.mark.parametrize("posterior", ["none", "gaussian", "copula"])
+@pytest.mark.parametrize("posterior", posteriors.NAMES)
 @pytest.mark.parametrize("feed_latent", [False, True])
 def test_padding_never_changes_the_terms(posterior, feed_latent):
   model = tiny_model(posterior, feed_latent=feed_latent)
@@ -69,7 +70,8 @@ def test_reconstruction_is_the_masked_token_cross_entropy():
 
 def test_unknown_posterior_is_a_clear_error():
   from cvae_jax.errors import CvaeError
-  with pytest.raises(CvaeError, match="unknown posterior 'iaf'.*none, gaussian, copula, vmf, flow, full_gaussian"):
+  with pytest.raises(CvaeError, match="unknown posterior 'iaf'.*none, gaussian, copula, "
+                                      "coupled_copula, flexible_copula, vmf, flow, full_gaussian"):
     init_variables(tiny_model("iaf"), random_batch())
 
 

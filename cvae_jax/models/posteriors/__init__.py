@@ -10,12 +10,16 @@ from cvae_jax.errors import CvaeError
 from cvae_jax.models.posteriors.base import (EXTRA_LOSS, Distribution, Prior,
                                              log_standard_normal)
 from cvae_jax.models.posteriors.copula import CopulaPosterior, GaussianCopula
+from cvae_jax.models.posteriors.coupled_copula import CoupledCopula, CoupledCopulaPosterior
+from cvae_jax.models.posteriors.flexible_copula import FlexibleCopula, FlexibleCopulaPosterior
 from cvae_jax.models.posteriors.flow import FlowPosterior, PlanarFlow
 from cvae_jax.models.posteriors.full_gaussian import FullGaussian, FullGaussianPosterior
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 from cvae_jax.models.posteriors.vmf import VMFPosterior, VonMisesFisher
 
-POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior, "vmf": VMFPosterior,
+POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior,
+              "coupled_copula": CoupledCopulaPosterior,
+              "flexible_copula": FlexibleCopulaPosterior, "vmf": VMFPosterior,
               "flow": FlowPosterior, "full_gaussian": FullGaussianPosterior}
 NAMES = ("none", *POSTERIORS)
 

@@ -26,6 +26,16 @@ def log_standard_normal(z: jax.Array) -> jax.Array:
   return jnp.sum(-0.5 * (math.log(2.0 * math.pi) + jnp.square(z)), axis=-1)
 
 
+def row_dot(rows: jax.Array, z: jax.Array) -> jax.Array:
+  """Each row's dot product with z: rows [batch, d], z [..., batch, d] -> [..., batch].
+
+  A contraction, not `jnp.sum(rows * z, -1)`: XLA on CPU (JAX 0.10.2)
+  miscomputes that broadcast product's reduction when a consumer is fused with
+  it and the output exceeds 32,768 elements (e.g. z [16384, 5, 2]).
+  """
+  return jnp.einsum("bd,...bd->...b", rows, z)
+
+
 class Prior(Protocol):
   """p(z): a density for importance weights and Monte Carlo KLs, and a sampler
   for generation."""

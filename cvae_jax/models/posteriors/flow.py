@@ -13,7 +13,8 @@ shift makes m(0) = 0, so the u heads, which start at zero, start every step as
 the identity and the posterior as the Gaussian; the factor 0.99 keeps every
 step's Jacobian determinant above 0.01, away from a float32 singularity.)
 
-  log q(z_K|x) = log N(z_0; loc, sigma^2) - sum_k log(1 + w_k^T u_k (1 - tanh^2(w_k^T z_{k-1} + b_k))).
+  log q(z_K|x) = log N(z_0; loc, sigma^2)
+                 - sum_k log(1 + w_k^T u_k (1 - tanh^2(w_k^T z_{k-1} + b_k))).
 
 `log_prob` at any z inverts the steps: a = w^T z_{k-1} solves
 a + (w^T u) tanh(a + b) = w^T z_k, a strictly increasing function of a whose root
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.errors import CvaeError
-from cvae_jax.models.posteriors.base import StandardNormal, WholeKL
+from cvae_jax.models.posteriors.base import StandardNormal, WholeKL, row_dot
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 
 _SHIFT = math.log(math.e - 1.0)  # softplus(_SHIFT) = 1
@@ -70,12 +71,15 @@ class PlanarFlow(WholeKL):
     return self.u[:, k], self.w[:, k], self.b[:, k]
 
   def forward(self, z0: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """z_K and sum_k log|det dz_k/dz_{k-1}|: z0 [..., batch, latent] -> ([..., batch, latent], [..., batch])."""
+    """z_K and sum_k log|det dz_k/dz_{k-1}|.
+
+    z0: [..., batch, latent] -> ([..., batch, latent], [..., batch]).
+    """
     z, log_det = z0, 0.0
     for k in range(self.u.shape[1]):
       u, w, b = self._step(k)
-      h = jnp.tanh(jnp.sum(w * z, axis=-1) + b)
-      log_det = log_det + jnp.log1p(jnp.sum(w * u, axis=-1) * (1.0 - jnp.square(h)))
+      h = jnp.tanh(row_dot(w, z) + b)
+      log_det = log_det + jnp.log1p(row_dot(w, u) * (1.0 - jnp.square(h)))
       z = z + u * h[..., None]
     return z, log_det
 
@@ -84,7 +88,7 @@ class PlanarFlow(WholeKL):
     log_det = 0.0
     for k in reversed(range(self.u.shape[1])):
       u, w, b = self._step(k)
-      wu, target = jnp.sum(w * u, axis=-1), jnp.sum(w * z, axis=-1)
+      wu, target = row_dot(w, u), row_dot(w, z)
       a = _solve(wu, b, target)
       h = jnp.tanh(a + b)
       log_det = log_det + jnp.log1p(wu * (1.0 - jnp.square(h)))

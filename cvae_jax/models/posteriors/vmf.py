@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from scipy import special
 
 from cvae_jax.errors import CvaeError
-from cvae_jax.models.posteriors.base import WholeKL
+from cvae_jax.models.posteriors.base import WholeKL, row_dot
 
 # Rounds of proposals before Wood's sampler gives up. Its acceptance rate,
 # measured for d = 2..128 and kappa = 0.1..2000, is at least 0.65 (the least
@@ -89,8 +89,7 @@ def sample_cosine(key: jax.Array, shape: tuple[int, ...], kappa, dim: int
   kappa (w - x0) + (d - 1) log((1 - x0 w) / (1 - x0^2)) >= log u, u ~ U(0, 1);
   the loop stops when every draw is accepted or after MAX_ROUNDS rounds. The
   Beta variate is |g|^2 / (|g|^2 + |h|^2) for g, h ~ N(0, I_{d-1}) (a ratio of
-  chi-squares), which needs no inner rejection loop: loops nested in a loop
-  whose draws are sharded over devices can deadlock XLA's CPU collectives.
+  chi-squares): exact, and without `jax.random.beta`'s own rejection loops.
 
   Args:
     key: the randomness.
@@ -132,7 +131,7 @@ def householder(x: jax.Array, mu: jax.Array) -> jax.Array:
   u = jnp.zeros_like(mu).at[..., 0].set(1.0) - mu
   uu = jnp.sum(jnp.square(u), axis=-1, keepdims=True)
   at_e1 = uu < 1e-12  # mu = e_1: H = I (the where keeps the gradient finite)
-  scale = 2.0 * jnp.sum(u * x, axis=-1, keepdims=True) / jnp.where(at_e1, 1.0, uu)
+  scale = 2.0 * row_dot(u, x)[..., None] / jnp.where(at_e1, 1.0, uu)
   return jnp.where(at_e1, x, x - scale * u)
 
 
@@ -160,7 +159,7 @@ class VonMisesFisher(WholeKL):
 
   def log_prob(self, z: jax.Array) -> jax.Array:
     """log C_d(kappa) + kappa mu^T z: z [..., batch, d] on the sphere -> [..., batch]."""
-    return self.constants.log_normaliser + self.kappa * jnp.sum(self.loc * z, axis=-1)
+    return self.constants.log_normaliser + self.kappa * row_dot(self.loc, z)
 
   def kl(self, key: jax.Array) -> jax.Array:
     """The closed-form KL(q || uniform), the same for every row: [batch]."""
