@@ -1,8 +1,9 @@
 """Every config field with its comment and value, for `--show_config`.
 
-The comments are the ones beside (or directly above) each field's assignment
-in `cvae_jax.config.base_config`, read from its source, so they cannot drift
-from the code.
+The comments are the ones beside each field's assignment in
+`cvae_jax.config.base_config`, read from its source so that they cannot drift
+from the code; a block of comment lines documents the assignments on the
+lines right below it that have no comment of their own.
 """
 
 import ast
@@ -26,7 +27,7 @@ def field_comments() -> dict[str, str]:
       own_line = token.line.strip().startswith("#")
       (whole_line if own_line else trailing)[token.start[0]] = text
   aliases = {}  # local variable -> the dotted group it holds ('' for the root)
-  comments = {}
+  comments, block, block_end = {}, "", 0
   for node in ast.parse(source).body[0].body:
     if not isinstance(node, ast.Assign):
       continue
@@ -36,9 +37,13 @@ def field_comments() -> dict[str, str]:
       for name in names:
         aliases[name] = paths[0] if paths else ""
       continue
-    comment = trailing.get(node.lineno) or _comment_above(whole_line, node.lineno)
+    if node.lineno - 1 in whole_line:
+      block = _comment_above(whole_line, node.lineno)
+    elif node.lineno != block_end + 1:
+      block = ""  # a blank line or another statement ends a block's reach
+    block_end = node.end_lineno
     for path in paths:
-      comments[path] = comment
+      comments[path] = trailing.get(node.lineno) or block
   return comments
 
 
@@ -46,24 +51,10 @@ def describe(config: ml_collections.ConfigDict) -> str:
   """One line per field: `config.<group>.<field> = <value>  # <comment>`."""
   comments = field_comments()
   lines = [(f"config.{path} = {value!r}", comments.get(path, ""))
-           for path, value in _leaves(config)]
+           for path, value in config_lib.flat_fields(config.to_dict()).items()]
   width = min(48, max(len(assignment) for assignment, _ in lines))
   return "\n".join(f"{assignment:<{width}}  # {comment}" if comment else assignment
                    for assignment, comment in lines)
-
-
-def leaf_paths(config: ml_collections.ConfigDict) -> list[str]:
-  """'<group>.<field>' of every field that holds a value (not a group)."""
-  return [path for path, _ in _leaves(config)]
-
-
-def _leaves(config: ml_collections.ConfigDict, prefix: str = ""):
-  for key, value in config.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, ml_collections.ConfigDict):
-      yield from _leaves(value, f"{path}.")
-    else:
-      yield path, value
 
 
 def _paths(target: ast.expr, aliases: dict[str, str]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Optional
 import jax
 import ml_collections
 
+from cvae_jax.config import flat_fields
 from cvae_jax.data.vocab import Vocab
 from cvae_jax.errors import CvaeError
 
@@ -157,16 +158,12 @@ def _check_fields(workdir: str, saved: dict, config: ml_collections.ConfigDict,
                       "use another --workdir or the same config")
 
 
-def _changed_fields(old: dict, new: dict, prefix: str = "config") -> list[str]:
-  """'config.<field>: <old> -> <new>' for each leaf that differs."""
-  changed = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      changed += _changed_fields(a, b, f"{prefix}.{key}")
-    elif _jsonable(a) != _jsonable(b):
-      changed.append(f"{prefix}.{key}: {a!r} -> {b!r}")
-  return changed
+def _changed_fields(old: dict, new: dict) -> list[str]:
+  """'config.<field>: <old> -> <new>' for each field that differs."""
+  old, new = flat_fields(old), flat_fields(new)
+  return [f"config.{field}: {old.get(field)!r} -> {new.get(field)!r}"
+          for field in sorted(set(old) | set(new))
+          if _jsonable(old.get(field)) != _jsonable(new.get(field))]
 
 
 def _jsonable(value):

@@ -13,7 +13,7 @@ from cvae_jax import parallel
 from cvae_jax.train import Objective, create_train_state, jit_train_step, train_step
 from tests.helpers import random_batch, tiny_model
 
-OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4, copula_weight=0.5)
+OBJECTIVE = Objective(kl_anneal_start=0, kl_anneal_steps=4)
 
 
 def _state(posterior="copula", batch=None):
