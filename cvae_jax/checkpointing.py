@@ -20,11 +20,17 @@ class Checkpoints:
   """Latest-and-best checkpoint managers of one run."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    options = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True)
+    # Both managers often save the same step at once; on several hosts their
+    # barriers (named after the step) must not collide, so each has its own prefix.
+    options = lambda n, name: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=name))
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options(keep))
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=options(keep, "latest"))
     self.best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "best"), options=options(1))
+        os.path.join(os.path.abspath(workdir), "best"), options=options(1, "best"))
 
   def save(self, manager: ocp.CheckpointManager, step: int, state: Any,
            meta: dict) -> None:

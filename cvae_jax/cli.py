@@ -16,6 +16,8 @@ from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
 
+from cvae_jax import config_fields
+from cvae_jax.config import base_config
 from cvae_jax.errors import CvaeError, Interrupted
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -58,7 +60,6 @@ def parse_flags(argv: list[str], required: Sequence[str] = ()) -> list[str]:
   if SHOW_CONFIG.value:
     if CONFIG.value is None:
       _exit("error: --show_config needs --config, e.g. --config configs/ptb.py", 2)
-    from cvae_jax import config_fields  # pylint: disable=g-import-not-at-top
     print(config_fields.describe(CONFIG.value))
     sys.exit(0)
   for name in required:
@@ -77,9 +78,7 @@ def run(main: Callable[[], None]) -> None:
   logging.set_verbosity(logging.ERROR)
   try:
     main()
-  except CvaeError as e:
-    _exit(f"error: {e}", 2)
-  except OSError as e:
+  except (CvaeError, OSError) as e:
     _exit(f"error: {e}", 2)
   except KeyboardInterrupt as e:
     _exit(str(e) if isinstance(e, Interrupted) else "interrupted", 130)
@@ -96,7 +95,6 @@ def _exit(message: str, status: int):
 def _unknown_field(argv: list[str]) -> str:
   """'unknown config field config.x.y; ...' for the first override that names no
   field of the base config, or '' if every override does."""
-  from cvae_jax.config import base_config  # pylint: disable=g-import-not-at-top
   for arg in argv[1:]:
     if not (match := _CONFIG_OVERRIDE.match(arg)):
       continue
