@@ -8,6 +8,7 @@ import jax
 from ml_collections import config_flags
 
 from cvae_jax.errors import CvaeError
+from cvae_jax.host_memory import keep_freed_memory
 
 CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/ptb.py (configs/ptb.py:tiny for a smoke run).",
@@ -36,6 +37,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError exits 2 with its message."""
+  keep_freed_memory()  # before JAX starts its threads
   if MULTIHOST.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
     jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
