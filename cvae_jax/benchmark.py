@@ -19,6 +19,7 @@ LSTMs and the softmax layer (`matmul_flops`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import statistics
 import time
@@ -276,7 +277,9 @@ def _torch_device(device: str) -> dict:
   if device == "cuda":
     return {"peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20),
             "device_kind": torch.cuda.get_device_name(), "device_count": 1}
-  return {"peak_device_mb": None, "device_kind": "cpu", "device_count": 1}
+  return {"peak_device_mb": None, "device_kind": "cpu", "device_count": 1,
+          "threads": torch.get_num_threads(),
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
 
 
 def table(records: list[dict]) -> str:

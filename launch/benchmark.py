@@ -14,11 +14,18 @@ writes the JSON lines.
 import copy
 import itertools
 import json
+import os
 
-from absl import app, flags
-import jax
+# Before anything loads torch (tensorboardX does when it is installed): the
+# peer's OpenMP threads wait passively. On a shared, loaded 2-core machine
+# their default spin-waiting made its train step 5-10x slower (180 against
+# 1,050 tokens/s at hidden size 512); JAX does not use OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cvae_jax import benchmark, cli, data, parallel
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+
+from cvae_jax import benchmark, cli, data, parallel  # noqa: E402
 
 CASES = flags.DEFINE_list("cases", ["train_fixed", "train_pipeline", "eval_iw", "matmul"],
                           "Cases to measure; matmul is measured once, not per posterior.")
