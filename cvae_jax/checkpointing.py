@@ -47,13 +47,6 @@ class Checkpoints:
           f"({type(e).__name__}: {str(e)[:300]}); use another --workdir") from e
     return restored.state, restored.meta
 
-  def best_meta(self) -> Optional[dict]:
-    """The JSON meta of the best checkpoint, or None before the first."""
-    step = self.best.latest_step()
-    if step is None:
-      return None
-    return self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-
   def wait(self) -> None:
     self.latest.wait_until_finished()
     self.best.wait_until_finished()

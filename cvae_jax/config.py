@@ -36,8 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000
 
   c.model = m = ml_collections.ConfigDict()
-  m.posterior = "copula"  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula'
-  m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x)
+  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula' (the paper's) | 'coupled_copula'
+  # (the copula's dependency in z) | 'flexible_copula' (and sinh-arcsinh marginals)
+  m.posterior = "copula"
+  m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x) (copula only)
   m.emb_dim = 512  # word embedding size (shared by encoder and decoder)
   m.hidden_dim = 512  # LSTM width of encoder and decoder
   m.latent_dim = 32  # z
@@ -57,6 +59,16 @@ def base_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 1_000  # steps between checkpoints (and at the end)
   t.eval_every = 0  # steps between validation passes; 0 = once per epoch
   t.keep_checkpoints = 2  # latest checkpoints kept for resuming
+  # Plateaus of the validation -ELBO, counted in validation passes (0 disables;
+  # see cvae_jax/plateau.py). After `lr_decay_patience` passes without a new
+  # best, training continues from the best checkpoint with the learning rate
+  # times `lr_decay_factor`, at most `max_lr_decays` times; after
+  # `early_stop_patience` passes without a new best (none due to decay) it stops.
+  t.lr_decay_patience = 0
+  t.lr_decay_factor = 0.5
+  t.max_lr_decays = 0
+  t.early_stop_patience = 0
+  t.plateau_start = 0  # passes before this step never count towards patience
 
   c.eval = e = ml_collections.ConfigDict()
   e.iw_samples = 500  # K for the importance-weighted NLL (launch/evaluate.py)
@@ -67,12 +79,25 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def corpus_config(name: str, copula_weight: float, variant: str) -> ml_collections.ConfigDict:
-  """The defaults for a real corpus (`variant` 'tiny' for the smoke run)."""
+  """The recipe for a real corpus (`variant` 'tiny' for the smoke run).
+
+  Regularised as the reference text-VAE implementations are: dropout 0.5 on
+  the embeddings and on the decoder outputs, KL annealed from the first step
+  over 10K steps; validated every epoch, the learning rate halved from the
+  best checkpoint after 2 epochs without improvement (at most 4 times), and
+  stopped after 2 more such epochs with no decay left (He et al. 2019).
+  """
   c = base_config()
   c.data.name = name
   c.model.copula_weight = copula_weight  # the paper's best lambda for the corpus
-  c.train.kl_anneal_start = 1_000
-  c.train.kl_anneal_steps = 20_000
+  c.model.output_dropout = 0.5
+  c.train.num_epochs = 40  # an upper bound: the plateau rule ends a run earlier
+  c.train.kl_anneal_start = 0
+  c.train.kl_anneal_steps = 10_000
+  c.train.lr_decay_patience = 2
+  c.train.max_lr_decays = 4
+  c.train.early_stop_patience = 2
+  c.train.plateau_start = c.train.kl_anneal_steps
   return tiny(c) if variant == "tiny" else c
 
 
@@ -108,6 +133,18 @@ def model_config(c: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
   m = c.model
   return ModelConfig(vocab_size=vocab_size, emb_dim=m.emb_dim,
                      hidden_dim=m.hidden_dim, latent_dim=m.latent_dim,
-                     posterior=m.posterior, dropout=m.dropout,
+                     posterior=m.posterior, copula_weight=m.copula_weight,
+                     dropout=m.dropout,
                      output_dropout=m.output_dropout,
                      feed_latent=m.feed_latent, dtype=m.dtype)
+
+
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+  """A nested config dict as {'group.field': value}."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(flat_fields(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -1,9 +1,10 @@
-"""Evaluation of a split: bounds on -log p(x), KL, MI, active units, copula term.
+"""Evaluation of a split: bounds on -log p(x), KL, MI, active units, posterior terms.
 
 Every sentence of the split is counted exactly once (padding rows weigh 0).
-Samples z come from the factorised Gaussian q(z|x) that the decoder was
-trained on (for the copula model, its marginals), so the ELBO and the
-importance-weighted estimate are valid bounds on -log p(x) for that q.
+Samples z and their densities come from the posterior's own `sample` and exact
+`log_prob` (for the paper's copula, its factorised marginals, which the decoder
+was trained on), so the ELBO and the importance-weighted estimate are valid
+bounds on -log p(x) for every posterior.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def samples_per_chunk(num_samples: int, rows: int, length: int, max_tokens: int)
 
 def batch_metrics(model: TextVAE, variables: dict, batch: dict, key: jax.Array, *,
                   iw_samples: int, chunk: int) -> tuple[dict, dict]:
-  """Per-batch sums and per-row posterior parameters.
+  """Per-batch sums and per-row posteriors.
 
   Args:
     batch: `tokens` [b, T] int32, `lengths` [b] int32, `weights` [b] float32.
@@ -40,9 +41,10 @@ def batch_metrics(model: TextVAE, variables: dict, batch: dict, key: jax.Array, 
     chunk: samples decoded together (divides K).
 
   Returns:
-    sums of `rec`, `kl`, `log_copula`, `copula_term`, `iw_nll` (when K > 0),
-    `mi` (batch-aggregate MI times the batch's sentences), `sentences`, `tokens`;
-    and rows {`mean`, `log_var`: [b, latent], `z`: [b, latent]}.
+    sums of `rec`, `kl`, the posterior's objective terms, `iw_nll` (when
+    K > 0), `mi` (batch-aggregate MI times the batch's sentences), `sentences`,
+    `tokens`; and rows {`q`: the posterior (a pytree of [b, ...] leaves),
+    `z`: [b, latent] one sample, `neg_entropy`: [b]}.
   """
   tokens, lengths = batch["tokens"], batch["lengths"]
   terms_key, iw_key = jax.random.split(key)
@@ -57,10 +59,10 @@ def batch_metrics(model: TextVAE, variables: dict, batch: dict, key: jax.Array, 
   if iw_samples:
     sums["iw_nll"] = -jnp.sum(batch["weights"] * _iw_log_px(
         model, variables, batch, q, iw_key, iw_samples, chunk))
-  q = q.marginals
+  neg_entropy = -q.entropy(jax.random.fold_in(key, 1))
   sums["mi"] = sums["sentences"] * estimators.mutual_information(
-      q.mean, q.log_var, z, batch["weights"])
-  return sums, {"mean": q.mean, "log_var": q.log_var, "z": z}
+      q, z, neg_entropy, batch["weights"])
+  return sums, {"q": q, "z": z, "neg_entropy": neg_entropy}
 
 
 def _iw_log_px(model, variables, batch, q, key, num_samples, chunk):
@@ -129,10 +131,10 @@ class Evaluator:
     """Split-aggregate MI (Li et al. 2019) and active units from all rows."""
     if not rows:
       return {"mi": 0.0, "mi_split": 0.0, "active_units": 0}
-    rows = {k: jnp.concatenate([r[k] for r in rows]) for k in rows[0]}
-    ones = jnp.ones(rows["mean"].shape[0], jnp.float32)
-    mi_split = estimators.mutual_information(rows["mean"], rows["log_var"], rows["z"], ones)
-    au, _ = estimators.active_units(rows["mean"], self.config.eval.au_threshold)
+    rows = jax.tree.map(lambda *parts: jnp.concatenate(parts), *rows)
+    ones = jnp.ones(rows["z"].shape[0], jnp.float32)
+    mi_split = estimators.mutual_information(rows["q"], rows["z"], rows["neg_entropy"], ones)
+    au, _ = estimators.active_units(rows["q"].mean(), self.config.eval.au_threshold)
     return {"mi_split": float(mi_split), "active_units": int(au)}
 
 

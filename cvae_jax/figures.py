@@ -32,7 +32,7 @@ def posterior_means(workdir: str, split: str = "test") -> tuple[np.ndarray, np.n
   mesh = parallel.make_mesh()
   trained = load_trained(config, workdir, mesh)
   encode = jax.jit(lambda variables, tokens, lengths: trained.model.apply(
-      variables, tokens, lengths, method=TextVAE.encode).marginals.mean)
+      variables, tokens, lengths, method=TextVAE.encode).mean())
   latents, means = [], []
   for batch in data.eval_batches(corpus.splits[split],
                                  batch_size=config.data.eval_batch_size,

@@ -36,16 +36,19 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
 
   nll_elbo = rec + KL is the negative ELBO (an upper bound on -log p(x)).
   nll_paper = rec + KL - log c is the paper's reported "NLL"; it is NOT a
-  bound on -log p(x) and is reported only for comparison with the paper.
+  bound on -log p(x) and is reported only for comparison with the paper. Only
+  the paper's copula posterior reports `log_copula`; it is 0 for the others.
   """
   sums = {k: float(np.asarray(v)) for k, v in sums.items()}
   n, tokens = sums["sentences"], sums["tokens"]
   out = {name: value / n for name, value in sums.items()
          if name not in ("sentences", "tokens")}
+  log_copula = sums.get("log_copula", 0.0)
+  out["log_copula"] = log_copula / n
   out["nll_elbo"] = (sums["rec"] + sums["kl"]) / n
   out["ppl_elbo"] = _ppl(sums["rec"] + sums["kl"], tokens)
-  out["nll_paper"] = (sums["rec"] + sums["kl"] - sums["log_copula"]) / n
-  out["ppl_paper"] = _ppl(sums["rec"] + sums["kl"] - sums["log_copula"], tokens)
+  out["nll_paper"] = (sums["rec"] + sums["kl"] - log_copula) / n
+  out["ppl_paper"] = _ppl(sums["rec"] + sums["kl"] - log_copula, tokens)
   out["sentences"], out["tokens"] = int(n), int(tokens)
   return out
 

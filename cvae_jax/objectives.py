@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from cvae_jax.models.posteriors import EXTRA_LOSS
+
 
 def kl_weight(step: jax.Array, start: int, num_steps: int) -> jax.Array:
   """beta_t: 0 before `start`, then linear to 1 over `num_steps` steps.
@@ -15,18 +17,15 @@ def kl_weight(step: jax.Array, start: int, num_steps: int) -> jax.Array:
   return jnp.clip((step - start) / num_steps, 0.0, 1.0)
 
 
-def sentence_loss(terms: dict[str, jax.Array], beta: jax.Array,
-                  copula_weight: float) -> jax.Array:
-  """rec + beta KL - lambda (log c(q) + sum_i log q(z_i|x)), per sentence.
+def sentence_loss(terms: dict[str, jax.Array], beta: jax.Array) -> jax.Array:
+  """rec + beta KL + the posterior's extra loss term (if any), per sentence.
 
   Args:
-    terms: the model's per-sentence terms `rec`, `kl` and `copula_term`
-      (log c(q) + sum_i log q(z_i|x); 0 without a copula), each [batch].
+    terms: the model's per-sentence terms `rec`, `kl` and, from posteriors
+      that have one, `EXTRA_LOSS` (already weighted), each [batch].
     beta: scalar KL weight.
-    copula_weight: lambda.
 
   Returns:
     [batch] float32.
   """
-  return (terms["rec"] + beta * terms["kl"]
-          - copula_weight * terms["copula_term"])
+  return terms["rec"] + beta * terms["kl"] + terms.get(EXTRA_LOSS, 0.0)

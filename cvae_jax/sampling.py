@@ -209,8 +209,8 @@ def decode_latent(model: TextVAE, variables: dict, z: jax.Array, key: jax.Array,
 def _posterior_z(model: TextVAE, variables: dict, tokens: jax.Array, lengths: jax.Array,
                  key: Optional[jax.Array]) -> jax.Array:
   """A sample of q(z|x) per sentence, or its mean when key is None: [batch, latent]."""
-  q = model.apply(variables, tokens, lengths, method=TextVAE.encode).marginals
-  return q.mean if key is None else q.sample(key)
+  q = model.apply(variables, tokens, lengths, method=TextVAE.encode)
+  return q.mean() if key is None else q.sample(key)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "decoding", "use_mean"))

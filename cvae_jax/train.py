@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import sys
 from typing import Any, Iterator
 
 from flax.training import train_state
@@ -22,6 +23,7 @@ from cvae_jax.config import model_config, validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.models import TextVAE
+from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
 from cvae_jax.workdir import prepare_workdir
 from cvae_jax.writer import MetricWriter
@@ -30,6 +32,7 @@ from cvae_jax.writer import MetricWriter
 class TrainState(train_state.TrainState):
   batch_stats: Any
   nonfinite_step: jax.Array  # int32 scalar: first step with a NaN/inf loss, or -1
+  lr_scale: jax.Array  # float32 scalar: the learning rate's factor after plateau decays
 
   @property
   def variables(self) -> dict:
@@ -39,16 +42,15 @@ class TrainState(train_state.TrainState):
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-  """The static part of the loss: KL annealing and the copula weight lambda."""
+  """The static part of the loss: KL annealing (a posterior's own terms and
+  weights, such as the copula's lambda, live in its module)."""
 
   kl_anneal_start: int
   kl_anneal_steps: int
-  copula_weight: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
-    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps,
-               config.model.copula_weight)
+    return cls(config.train.kl_anneal_start, config.train.kl_anneal_steps)
 
 
 def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -67,7 +69,8 @@ def create_train_state(model: TextVAE, optimizer: optax.GradientTransformation,
                          example["tokens"], example["lengths"])
   return TrainState.create(apply_fn=model.apply, params=variables["params"],
                            tx=optimizer, batch_stats=variables.get("batch_stats", {}),
-                           nonfinite_step=jnp.array(-1, jnp.int32))
+                           nonfinite_step=jnp.array(-1, jnp.int32),
+                           lr_scale=jnp.array(1.0, jnp.float32))
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *,
@@ -75,7 +78,9 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
   """One Adam step on a batch; returns the new state and summed metrics.
 
   batch: `tokens` [batch, length] int32, `lengths` [batch] int32, `weights`
-  [batch] float32. The step's randomness is `fold_in(key, state.step)`.
+  [batch] float32. The step's randomness is `fold_in(key, state.step)`. Adam's
+  update is linear in the learning rate, so scaling it by `state.lr_scale`
+  is Adam with the decayed rate.
   """
   dropout_key, latent_key = jax.random.split(jax.random.fold_in(key, state.step))
   beta = objectives.kl_weight(state.step, objective.kl_anneal_start,
@@ -86,18 +91,22 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
         {"params": params, "batch_stats": state.batch_stats},
         batch["tokens"], batch["lengths"], train=True,
         rngs={"dropout": dropout_key, "latent": latent_key}, mutable=["batch_stats"])
-    loss = objectives.sentence_loss(terms, beta, objective.copula_weight)
+    loss = objectives.sentence_loss(terms, beta)
     mean = jnp.sum(loss * batch["weights"]) / jnp.sum(batch["weights"])
     return mean, (dict(terms, loss=loss), updates)
 
   (loss, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   bad = ~jnp.isfinite(loss) & (state.nonfinite_step < 0)
-  state = state.apply_gradients(
-      grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats),
+  steps, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  steps = jax.tree.map(lambda u: state.lr_scale * u, steps)
+  state = state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, steps),
+      opt_state=opt_state, batch_stats=updates.get("batch_stats", state.batch_stats),
       nonfinite_step=jnp.where(bad, state.step, state.nonfinite_step))
   sums = metrics_lib.weighted_sums(terms, batch)
   sums["beta"] = beta * sums["sentences"]
+  sums["lr_scale"] = state.lr_scale * sums["sentences"]
   return state, sums
 
 
@@ -152,17 +161,60 @@ def load_corpus(d: ml_collections.ConfigDict) -> data.Corpus:
 
 
 def restore_or_init(ckpts: Checkpoints, model: TextVAE, config: ml_collections.ConfigDict,
-                    mesh, key: jax.Array, example: dict) -> TrainState:
-  """The newest checkpoint's state, or a new one; replicated over the mesh."""
+                    mesh, key: jax.Array, example: dict) -> tuple[TrainState, dict]:
+  """The newest checkpoint's (state, meta), or a new state and {}; replicated."""
   state = jax.jit(create_train_state, static_argnums=(0, 1),
                   out_shardings=parallel.replicated(mesh))(
                       model, make_optimizer(config.train), key, example)
   restored = ckpts.restore(ckpts.latest, state)
-  return restored[0] if restored else state
+  if restored is None:
+    return state, {}
+  return restored
+
+
+def _say(message: str) -> None:
+  """One line on the console from process 0, above any progress bar."""
+  if jax.process_index() == 0:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _announce_start(workdir: str, ckpts: Checkpoints, step: int, plateau: Plateau) -> None:
+  if not step:
+    _say(f"new run in {workdir}")
+    return
+  _say(f"resuming from step {step}, checkpoint {ckpts.latest.directory / str(step)} "
+       f"(best validation -ELBO {plateau.best:.2f}, {plateau.decays} learning-rate "
+       f"decays, {plateau.waited} validations without improvement)")
+
+
+def _after_validation(state: TrainState, valid_nll: float, step: int, plateau: Plateau,
+                      ckpts: Checkpoints, decay_factor: float, mesh) -> TrainState:
+  """Saves a new best; on a plateau decays the learning rate from the best state."""
+  action = plateau.update(valid_nll, step)
+  if action == "improved" and step not in ckpts.best.all_steps():
+    ckpts.save(ckpts.best, step, state, {"step": step, "valid_nll_elbo": valid_nll})
+  elif action == "decay":
+    ckpts.wait()
+    restored = ckpts.restore(ckpts.best, state)
+    best = restored[0] if restored else state
+    scale = jax.device_put(jnp.float32(decay_factor ** plateau.decays),
+                           parallel.replicated(mesh))
+    state = best.replace(step=state.step, lr_scale=scale)
+    _say(f"step {step}: {plateau.rule.lr_decay_patience} validations without "
+         f"improvement; learning rate x{float(scale):g} from the best checkpoint "
+         f"(-ELBO {plateau.best:.2f})")
+  elif action == "stop":
+    _say(f"step {step}: validation -ELBO has not improved on {plateau.best:.2f}; "
+         "stopping early")
+  return state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, validates every epoch, checkpoints, resumes; returns test metrics."""
+  """Trains, validates every epoch, checkpoints, resumes; returns test metrics.
+
+  Training ends after `num_steps` (or `num_epochs`) or earlier when the
+  validation NLL stops improving (see cvae_jax/plateau.py).
+  """
   d, t = config.data, config.train
   validate(config)
   corpus = load_corpus(d)
@@ -175,25 +227,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if per_epoch == 0:
     raise CvaeError(f"the train split has too few sentences ({len(train_split)}) "
                     f"for one batch of config.data.batch_size={d.batch_size}")
-  num_steps = total_steps(config, per_epoch)
-  eval_every = t.eval_every or per_epoch
 
   ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
-  state = restore_or_init(ckpts, model, config, mesh, init_key,
-                          next(train_batches(train_split, config, 0, mesh)))
-  best = ckpts.best_meta()
-  best_nll = best["valid_nll_elbo"] if best else float("inf")
-  step = int(state.step)
-  writer = MetricWriter(workdir)
-  writer.truncate_after(step)
+  try:  # closing waits for the saves in flight, even on an exception
+    state, meta = restore_or_init(ckpts, model, config, mesh, init_key,
+                                  next(train_batches(train_split, config, 0, mesh)))
+    plateau = Plateau.from_json(PlateauRule.from_config(t), meta.get("plateau"))
+    _announce_start(workdir, ckpts, int(state.step), plateau)
+    writer = MetricWriter(workdir)
+    writer.truncate_after(int(state.step))
+    evaluator = Evaluator(model, mesh, config, eval_key)
+    state = _train_loop(config, state, plateau, ckpts, writer, evaluator, corpus,
+                        train_key, total_steps(config, per_epoch), per_epoch, mesh)
+    ckpts.wait()
+    test = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
+                         config.eval.train_iw_samples)
+    writer.write(int(state.step), "test", test)
+    writer.close()
+  finally:
+    ckpts.close()
+  return test
 
+
+def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: Plateau,
+                ckpts: Checkpoints, writer: MetricWriter, evaluator: Evaluator,
+                corpus: data.Corpus, train_key: jax.Array, num_steps: int,
+                per_epoch: int, mesh) -> TrainState:
+  """Steps from `state.step` to `num_steps` or an early stop; the final state."""
+  t = config.train
+  eval_every = t.eval_every or per_epoch
+  step = int(state.step)
   step_fn = jit_train_step(Objective.from_config(config), mesh)
-  evaluator = Evaluator(model, mesh, config, eval_key)
   acc = None
+  remaining = 0 if plateau.stopped else max(0, num_steps - step)
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
-  batches = prefetch(train_batches(train_split, config, step, mesh))
-  for batch in itertools.islice(batches, max(0, num_steps - step)):
+  batches = prefetch(train_batches(corpus.splits["train"], config, step, mesh))
+  for batch in itertools.islice(batches, remaining):
     state, sums = step_fn(state, batch, train_key)
     acc = sums if acc is None else metrics_lib.add(acc, sums)
     step += 1
@@ -209,20 +279,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if evaluate_now:
       valid = evaluator(state.variables, corpus.splits["valid"], config.eval.train_iw_samples)
       writer.write(step, "valid", valid)
-      if valid["nll_elbo"] < best_nll and step not in ckpts.best.all_steps():
-        best_nll = valid["nll_elbo"]
-        ckpts.save(ckpts.best, step, state, {"step": step, "valid_nll_elbo": best_nll})
+      state = _after_validation(state, valid["nll_elbo"], step, plateau, ckpts,
+                                t.lr_decay_factor, mesh)
     if save_now:
-      ckpts.save(ckpts.latest, step, state, {"step": step})
+      ckpts.save(ckpts.latest, step, state, {"step": step, "plateau": plateau.to_json()})
+    if plateau.stopped:
+      break
   batches.close()
   bar.close()
-  ckpts.wait()
-  test = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
-                       config.eval.train_iw_samples)
-  writer.write(step, "test", test)
-  writer.close()
-  ckpts.close()
-  return test
+  return state
 
 
 def evaluate_best(ckpts: Checkpoints, state: TrainState, evaluator: Evaluator,

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cvae_jax.models.posteriors import DiagonalGaussian, GaussianCopula
-from cvae_jax.models.posteriors.copula import (_cholesky_columns, cholesky, covariance,
-                                               log_copula_density)
+from cvae_jax.models.posteriors import EXTRA_LOSS, DiagonalGaussian, GaussianCopula
+from cvae_jax.models.posteriors.copula import log_copula_density
+from cvae_jax.models.posteriors.dependence import _cholesky_columns, cholesky, covariance
 
 
 def _random_copula(seed, batch=5, latent=6, a_scale=1.0):
   rng = np.random.default_rng(seed)
   w = rng.uniform(0.5, 2.0, (batch, latent)).astype(np.float32)
   a = (a_scale * rng.uniform(-1, 1, (batch, latent))).astype(np.float32)
-  marg = DiagonalGaussian(mean=jnp.zeros((batch, latent)), log_var=jnp.zeros((batch, latent)))
-  return GaussianCopula(marginals=marg, w=jnp.asarray(w), a=jnp.asarray(a)), w, a
+  marg = DiagonalGaussian(loc=jnp.zeros((batch, latent)), log_var=jnp.zeros((batch, latent)))
+  return GaussianCopula(marginals=marg, w=jnp.asarray(w), a=jnp.asarray(a),
+                        copula_weight=0.5), w, a
 
 
 def _scipy_log_copula(w, a, q):
@@ -43,14 +44,33 @@ def test_log_copula_density_matches_scipy(q_scale):
 
 def test_log_copula_density_is_zero_at_identity_correlation():
   cop, _, _ = _random_copula(4, a_scale=0.0)
-  log_c, _ = cop.copula_terms(jnp.zeros_like(cop.w), jax.random.key(0))
-  chex.assert_trees_all_close(log_c, jnp.zeros_like(log_c), atol=1e-6)
+  terms = cop.objective_terms(jnp.zeros_like(cop.w), jax.random.key(0))
+  chex.assert_trees_all_close(terms["log_copula"], jnp.zeros(5), atol=1e-6)
 
 
-def test_gaussian_posterior_has_the_independence_copula():
-  q = DiagonalGaussian(mean=jnp.ones((3, 4)), log_var=jnp.zeros((3, 4)))
-  chex.assert_trees_all_equal(q.copula_terms(q.mean, jax.random.key(0)),
-                              (jnp.zeros(3), jnp.zeros(3)))
+def test_copula_objective_terms_weigh_the_copula_term_by_lambda():
+  cop, _, _ = _random_copula(9)
+  z = cop.sample(jax.random.key(1))
+  terms = cop.objective_terms(z, jax.random.key(2))
+  q, sigma, chol = cop.sample_copula(jax.random.key(2))
+  copula_term = log_copula_density(sigma, chol, q) + cop.marginals.log_prob(z)
+  chex.assert_trees_all_close(terms, {"log_copula": log_copula_density(sigma, chol, q),
+                                      "copula_term": copula_term,
+                                      EXTRA_LOSS: -0.5 * copula_term})
+
+
+def test_the_papers_copula_is_its_marginals_for_z():
+  cop, _, _ = _random_copula(10)
+  key, z = jax.random.key(3), jnp.ones((2, 5, 6))
+  chex.assert_trees_all_equal(
+      (cop.sample(key), cop.log_prob(z), cop.kl(key), cop.entropy(key), cop.mean()),
+      (cop.marginals.sample(key), cop.marginals.log_prob(z), cop.marginals.kl(key),
+       cop.marginals.entropy(key), cop.marginals.loc))
+
+
+def test_gaussian_posterior_has_no_extra_objective_terms():
+  q = DiagonalGaussian(loc=jnp.ones((3, 4)), log_var=jnp.zeros((3, 4)))
+  assert q.objective_terms(q.loc, jax.random.key(0)) == {}
 
 
 def test_copula_samples_have_covariance_sigma():
@@ -64,18 +84,20 @@ def test_copula_samples_have_covariance_sigma():
     np.testing.assert_allclose(empirical, want, atol=0.03)
 
 
-def test_gaussian_kl_matches_monte_carlo():
+def test_gaussian_kl_and_entropy_match_monte_carlo():
   rng = np.random.default_rng(6)
-  q = DiagonalGaussian(mean=jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+  q = DiagonalGaussian(loc=jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
                        log_var=jnp.asarray(rng.normal(scale=0.5, size=(3, 4)), jnp.float32))
   z = q.sample(jax.random.key(7), num_samples=400_000)
   log_p = stats.norm.logpdf(np.asarray(z, np.float64)).sum(-1)
-  mc = np.mean(np.asarray(q.log_prob(z), np.float64) - log_p, axis=0)
-  np.testing.assert_allclose(q.kl(), mc, rtol=0.02, atol=0.01)
+  log_q = np.asarray(q.log_prob(z), np.float64)
+  key = jax.random.key(0)
+  np.testing.assert_allclose(q.kl(key), np.mean(log_q - log_p, axis=0), rtol=0.02, atol=0.01)
+  np.testing.assert_allclose(q.entropy(key), -np.mean(log_q, axis=0), rtol=0.01)
 
 
 def test_gaussian_log_prob_matches_scipy():
-  q = DiagonalGaussian(mean=jnp.array([[0.5, -1.0]]), log_var=jnp.array([[0.2, -0.3]]))
+  q = DiagonalGaussian(loc=jnp.array([[0.5, -1.0]]), log_var=jnp.array([[0.2, -0.3]]))
   z = jnp.array([[0.1, 0.4]])
   want = stats.norm(np.array([0.5, -1.0]), np.exp(0.5 * np.array([0.2, -0.3]))).logpdf(
       np.array([0.1, 0.4])).sum()

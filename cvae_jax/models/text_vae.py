@@ -27,7 +27,8 @@ class ModelConfig:
   emb_dim: int = 512
   hidden_dim: int = 512
   latent_dim: int = 32
-  posterior: str = "copula"  # 'none' | 'gaussian' | 'copula'
+  posterior: str = "copula"  # a name in `posteriors.NAMES`
+  copula_weight: float = 0.5  # lambda of the 'copula' posterior's objective term
   dropout: float = 0.5  # on the embeddings of encoder and decoder inputs
   output_dropout: float = 0.0  # on decoder outputs before the softmax layer
   feed_latent: bool = False  # also feed z at every decoder step (He et al.)
@@ -41,7 +42,8 @@ class ModelConfig:
 class TextVAE(nn.Module):
   """Encoder, posterior and decoder; every method is a pure function of params.
 
-  RNG streams: 'dropout' (train only) and 'latent' (z and copula samples).
+  RNG streams: 'dropout' (train only) and 'latent' (z and the posterior's other
+  samples).
   """
 
   config: ModelConfig
@@ -57,7 +59,7 @@ class TextVAE(nn.Module):
     self.output_dropout = nn.Dropout(cfg.output_dropout)
     if cfg.has_latent:
       self.encoder_lstm = LSTM(cfg.hidden_dim, dtype=dtype)
-      self.posterior = posteriors.POSTERIORS[cfg.posterior](cfg.latent_dim)
+      self.posterior = posteriors.build(cfg)
       self.latent_to_carry = nn.Dense(2 * cfg.hidden_dim)
 
   def _embed(self, tokens, train):
@@ -113,17 +115,14 @@ class TextVAE(nn.Module):
                ) -> dict[str, jax.Array]:
     """The per-sentence terms of the objective, each [batch] float32.
 
-    rec: -log p(x|z) at one z ~ q(z|x); kl: KL(q(z|x) || N(0, I));
-    log_copula: log c(q) at a copula sample; copula_term: what lambda weighs,
-    log c(q) + sum_i log q(z_i|x) for the copula posterior, 0 otherwise.
+    rec: -log p(x|z) at one z ~ q(z|x); kl: KL(q(z|x) || N(0, I)); and the
+    posterior's `objective_terms` at that z (e.g. the copula's log c).
     """
     if not self.config.has_latent:
       zeros = jnp.zeros(tokens.shape[:1], jnp.float32)
-      rec = -self.log_likelihood(tokens, lengths, None, train)
-      return dict(rec=rec, kl=zeros, log_copula=zeros, copula_term=zeros)
+      return dict(rec=-self.log_likelihood(tokens, lengths, None, train), kl=zeros)
     q = self.encode(tokens, lengths, train)
-    z_key, copula_key = jax.random.split(self.make_rng("latent"))
+    z_key, terms_key = jax.random.split(self.make_rng("latent"))
     z = q.sample(z_key)
-    log_copula, copula_term = q.copula_terms(z, copula_key)
-    return dict(rec=-self.log_likelihood(tokens, lengths, z, train), kl=q.kl(),
-                log_copula=log_copula, copula_term=copula_term)
+    return dict(rec=-self.log_likelihood(tokens, lengths, z, train),
+                kl=q.kl(jax.random.fold_in(terms_key, 1)), **q.objective_terms(z, terms_key))

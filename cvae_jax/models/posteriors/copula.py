@@ -3,7 +3,9 @@
 The marginals are the factorised Gaussian of the VAE; a dependency structure
 Sigma = diag(w) + a a^T (positive definite by construction) defines the copula.
 The decoder's z comes from the marginals; a separate copula sample q = L eps
-enters the objective through log c(q) (Wang & Wang 2019, and the authors' code).
+enters the objective through lambda (log c(q) + sum_i log q(z_i|x)) (Wang &
+Wang 2019, and the authors' code). So q(z|x), its log_prob, KL and entropy are
+those of the marginals.
 """
 
 import flax.linen as nn
@@ -12,37 +14,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from cvae_jax.models.posteriors.base import EXTRA_LOSS
+from cvae_jax.models.posteriors.dependence import cholesky, covariance, dependence_head
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
-
-
-def covariance(w: jax.Array, a: jax.Array) -> jax.Array:
-  """Sigma = diag(w) + a a^T: w > 0, a: [batch, latent] -> [batch, latent, latent]."""
-  return jax.vmap(jnp.diag)(w) + a[:, :, None] * a[:, None, :]
-
-
-def cholesky(sigma: jax.Array) -> jax.Array:
-  """Lower Cholesky factor: [..., n, n] -> [..., n, n].
-
-  `jnp.linalg.cholesky` on GPU and TPU. On CPU its LAPACK custom call slows
-  the whole jitted train step (about 20% at hidden size 512, measured with
-  launch/benchmark.py), so there the same factor comes from a column loop of
-  plain jnp ops, n steps of O(n^2), which XLA fuses and differentiates.
-  """
-  return jax.lax.platform_dependent(sigma, cpu=_cholesky_columns,
-                                    default=jnp.linalg.cholesky)
-
-
-def _cholesky_columns(sigma: jax.Array) -> jax.Array:
-  n = sigma.shape[-1]
-  rows = jnp.arange(n)
-
-  def column(j, chol):  # columns < j of chol are final, the rest are zero
-    v = sigma[..., :, j] - jnp.einsum("...ik,...k->...i", chol, chol[..., j, :])
-    d = jnp.sqrt(v[..., j])
-    col = jnp.where(rows > j, v / d[..., None], jnp.where(rows == j, d[..., None], 0.0))
-    return chol.at[..., :, j].set(col)
-
-  return jax.lax.fori_loop(0, n, column, jnp.zeros_like(sigma))
 
 
 def log_copula_density(sigma: jax.Array, chol: jax.Array, q: jax.Array) -> jax.Array:
@@ -70,11 +44,12 @@ def log_copula_density(sigma: jax.Array, chol: jax.Array, q: jax.Array) -> jax.A
 
 @struct.dataclass
 class GaussianCopula:
-  """Gaussian marginals and a Gaussian copula; w, a: [batch, latent]."""
+  """Gaussian marginals and a Gaussian copula; w, a: [batch, latent]; lambda static."""
 
   marginals: DiagonalGaussian
   w: jax.Array
   a: jax.Array
+  copula_weight: float = struct.field(pytree_node=False)
 
   def sample(self, key, num_samples=None):
     return self.marginals.sample(key, num_samples)
@@ -82,8 +57,14 @@ class GaussianCopula:
   def log_prob(self, z):
     return self.marginals.log_prob(z)
 
-  def kl(self):
-    return self.marginals.kl()
+  def kl(self, key):
+    return self.marginals.kl(key)
+
+  def entropy(self, key):
+    return self.marginals.entropy(key)
+
+  def mean(self):
+    return self.marginals.mean()
 
   def sample_copula(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """q = L eps, eps ~ N(0, I), with Sigma and L: [batch, latent] and 2x [b, l, l]."""
@@ -92,25 +73,31 @@ class GaussianCopula:
     eps = jax.random.normal(key, self.w.shape, self.w.dtype)
     return jnp.einsum("bij,bj->bi", chol, eps), sigma, chol
 
-  def copula_terms(self, z: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """log c(q) at a fresh copula sample q ~ N(0, Sigma), and the objective's
-    copula term log c(q) + sum_i log q(z_i|x) at the decoder's z; each [batch]."""
+  def objective_terms(self, z: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+    """At a fresh copula sample q ~ N(0, Sigma), each [batch]: `log_copula` log c(q);
+    `copula_term` log c(q) + sum_i log q(z_i|x) at the decoder's z; and the loss's
+    share of it, -lambda * copula_term."""
     q, sigma, chol = self.sample_copula(key)
     log_c = log_copula_density(sigma, chol, q)
-    return log_c, log_c + self.log_prob(z)
+    copula_term = log_c + self.log_prob(z)
+    return {"log_copula": log_c, "copula_term": copula_term,
+            EXTRA_LOSS: -self.copula_weight * copula_term}
 
 
 class CopulaPosterior(nn.Module):
-  """w = ReLU(W1 hc) + 0.5, a = tanh(BN(W2 hc)), beside the Gaussian marginals."""
+  """The Gaussian marginals beside w and a from `dependence_head`."""
 
   latent_dim: int
+  copula_weight: float  # lambda
+
+  @classmethod
+  def from_config(cls, config) -> "CopulaPosterior":
+    """From the model's static config (a `ModelConfig`)."""
+    return cls(config.latent_dim, config.copula_weight)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> GaussianCopula:
     """hc: [batch, 2 * hidden] final encoder state -> q(z|x) with its copula."""
     marginals = GaussianPosterior(self.latent_dim, name="marginals")(hc, train)
-    w = nn.relu(nn.Dense(self.latent_dim, name="w_dense")(hc)) + 0.5
-    a = nn.Dense(self.latent_dim, use_bias=False, name="a_dense")(hc)  # BN has the bias
-    a = jnp.tanh(nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                              name="a_bn")(a))
-    return GaussianCopula(marginals=marginals, w=w, a=a)
+    w, a = dependence_head(hc, self.latent_dim, train)
+    return GaussianCopula(marginals=marginals, w=w, a=a, copula_weight=self.copula_weight)

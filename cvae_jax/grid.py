@@ -1,0 +1,177 @@
+"""A grid of runs: every combination of swept config fields, one workdir each.
+
+  <root>/<field>=<value>,<field>=<value>/   one run of launch/train.py
+  <root>/grid.json                          the commands and the hardware
+
+Runs go one after another (or `parallel` at a time, each logging to its
+workdir's `log.txt`). A finished run (its test event written, and its
+`eval_<split>.json` when evaluating) is skipped; an unfinished one resumes
+from its checkpoint, so the same grid command can be repeated until done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Sequence
+
+import jax
+import ml_collections
+
+from cvae_jax.config import flat_fields
+from cvae_jax.errors import CvaeError
+
+LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridRun:
+  name: str  # the workdir's base name
+  overrides: tuple[str, ...]  # '--config.<field>=<value>' flags
+
+
+def parse_sweeps(config: ml_collections.ConfigDict, sweeps: Sequence[str]
+                 ) -> list[tuple[str, list[str]]]:
+  """'model.posterior=none,gaussian' -> [('model.posterior', ['none', 'gaussian'])].
+
+  Raises CvaeError for a malformed sweep or a field the config does not have.
+  """
+  fields = set(flat_fields(config.to_dict()))
+  parsed = []
+  for sweep in sweeps:
+    field, sep, values = sweep.partition("=")
+    field = field.removeprefix("config.")
+    if not sep or not field or not values:
+      raise CvaeError(f"bad --sweep {sweep!r}: use --sweep <group>.<field>=v1,v2,...")
+    if field not in fields:
+      raise CvaeError(f"bad --sweep {sweep!r}: unknown config field config.{field}")
+    if field in (f for f, _ in parsed):
+      raise CvaeError(f"config.{field} is swept twice")
+    parsed.append((field, values.split(",")))
+  return parsed
+
+
+def grid_runs(sweeps: list[tuple[str, list[str]]]) -> list[GridRun]:
+  """Every combination, named by its short field names (the last dotted part
+  where that is unambiguous)."""
+  short = {f: f.rsplit(".", 1)[-1] for f, _ in sweeps}
+  if len(set(short.values())) < len(short):
+    short = {f: f for f in short}
+  runs = []
+  for values in itertools.product(*(v for _, v in sweeps)):
+    pairs = list(zip((f for f, _ in sweeps), values))
+    runs.append(GridRun(",".join(f"{short[f]}={v}" for f, v in pairs),
+                        tuple(f"--config.{f}={v}" for f, v in pairs)))
+  return runs
+
+
+def is_finished(workdir: str, split: str | None) -> bool:
+  """Training wrote its test event (and evaluation its eval_<split>.json)."""
+  if split and not os.path.isfile(os.path.join(workdir, f"eval_{split}.json")):
+    return False
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    return any('"split": "test"' in line for line in f)
+
+
+def commands(run: GridRun, workdir: str, config_flags: Sequence[str],
+             split: str | None) -> list[list[str]]:
+  """The train command, then the evaluate command when `split` is given."""
+  common = [*config_flags, *run.overrides, f"--workdir={workdir}"]
+  cmds = [[sys.executable, os.path.join(LAUNCH, "train.py"), *common]]
+  if split:
+    cmds.append([sys.executable, os.path.join(LAUNCH, "evaluate.py"), *common,
+                 f"--split={split}"])
+  return cmds
+
+
+def hardware() -> str:
+  """The devices and, on CPU, the processor: e.g. '1 x NVIDIA H100 80GB HBM3'."""
+  kind = jax.devices()[0].device_kind
+  if jax.default_backend() == "cpu":
+    kind = f"{_cpu_model()} ({os.cpu_count()} cores), JAX CPU"
+  return f"{jax.device_count()} x {kind}, jax {jax.__version__}"
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "CPU"
+
+
+def config_flags(argv: Sequence[str]) -> list[str]:
+  """The --config flags of a command line (with the value of a bare --config)."""
+  out = []
+  for i, arg in enumerate(argv):
+    if arg.lstrip("-").startswith("config") and arg.startswith("-"):
+      out.append(arg)
+      if arg.lstrip("-") == "config" and i + 1 < len(argv):
+        out.append(argv[i + 1])
+  return out
+
+
+def record(root: str, argv: Sequence[str]) -> None:
+  """Appends this grid command and the hardware to <root>/grid.json."""
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, "grid.json")
+  entries = []
+  if os.path.isfile(path):
+    with open(path) as f:
+      entries = json.load(f)
+  entry = {"command": " ".join(["python", "launch/grid.py", *argv]), "hardware": hardware()}
+  if entry not in entries:
+    entries.append(entry)
+  with open(path + ".tmp", "w") as f:
+    json.dump(entries, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
+             split: str | None, parallel: int = 1) -> dict[str, str]:
+  """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}."""
+  pending = [(run, os.path.join(root, run.name)) for run in runs
+             if not is_finished(os.path.join(root, run.name), split)]
+  env = dict(os.environ)
+  if parallel > 1:  # several runs share one accelerator
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.2f}")
+  with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+    codes = {run.name: pool.submit(_run_one, commands(run, workdir, config_flags, split),
+                                   workdir, env, parallel > 1, f"{i + 1}/{len(pending)}")
+             for i, (run, workdir) in enumerate(pending)}
+  status = {run.name: "skipped" for run in runs}
+  status.update({name: "done" if not code.result() else f"failed (exit {code.result()})"
+                 for name, code in codes.items()})
+  return status
+
+
+def _run_one(cmds: list[list[str]], workdir: str, env: dict, to_log: bool,
+             position: str) -> int:
+  """Runs `cmds` in order until one fails; its exit code, or 0."""
+  print(f"[{position}] {workdir}", file=sys.stderr, flush=True)
+  log = None
+  if to_log:
+    os.makedirs(workdir, exist_ok=True)
+    log = open(os.path.join(workdir, "log.txt"), "a")
+  try:
+    for cmd in cmds:
+      code = subprocess.call(cmd, env=env, stdout=log,
+                             stderr=subprocess.STDOUT if log else None)
+      if code:
+        return code
+    return 0
+  finally:
+    if log:
+      log.close()

@@ -1,0 +1,48 @@
+"""Train (and evaluate) every combination of swept config fields into one folder.
+
+  python launch/grid.py --config configs/ptb_small.py --root runs/ptb_small \\
+      --sweep model.posterior=none,gaussian --sweep seed=0,1,2 \\
+      --config.data.source_dir=path/to/ptb [--split test] [--parallel 3]
+
+Each combination is a workdir <root>/<field>=<value>,...; finished runs are
+skipped and unfinished ones resume, so the same command can be repeated (for
+instance across sessions) until the grid is complete. Every --config.* flag is
+passed on to launch/train.py and launch/evaluate.py. Exits 1 if a run failed.
+"""
+
+import sys
+
+from absl import app, flags
+
+from cvae_jax import cli, grid
+
+ROOT = flags.DEFINE_string("root", None, "Folder of the grid's workdirs.")
+SWEEP = flags.DEFINE_multi_string(
+    "sweep", [], "<group>.<field>=v1,v2,...: values of one config field (repeatable; "
+    "the grid is every combination).")
+SPLIT = flags.DEFINE_string("split", "test", "Evaluate each trained run on this split "
+                            "with launch/evaluate.py; '' to skip evaluation.")
+PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (several fit one GPU); "
+                                "with more than 1 each logs to <workdir>/log.txt.")
+
+
+def main(argv):
+  del argv
+
+  def run():
+    sweeps = grid.parse_sweeps(cli.CONFIG.value, SWEEP.value)
+    config_flags = grid.config_flags(sys.argv[1:])
+    grid.record(ROOT.value, sys.argv[1:])
+    status = grid.run_grid(ROOT.value, grid.grid_runs(sweeps), config_flags,
+                           SPLIT.value or None, PARALLEL.value)
+    width = max(map(len, status))
+    print("\n".join(f"{name:<{width}}  {s}" for name, s in status.items()))
+    if any(s.startswith("failed") for s in status.values()):
+      sys.exit(1)
+
+  cli.run(run)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "root"])
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,90 @@
+"""The grid launcher: combinations, names, skipping finished runs, failures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cvae_jax import grid
+from cvae_jax.errors import CvaeError
+from configs import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_combination_is_one_named_run():
+  sweeps = grid.parse_sweeps(synthetic.get_config(), [
+      "model.posterior=gaussian,copula", "config.seed=0,1"])
+  runs = grid.grid_runs(sweeps)
+  assert [r.name for r in runs] == ["posterior=gaussian,seed=0", "posterior=gaussian,seed=1",
+                                    "posterior=copula,seed=0", "posterior=copula,seed=1"]
+  assert runs[3].overrides == ("--config.model.posterior=copula", "--config.seed=1")
+
+
+def test_ambiguous_short_names_use_the_full_field():
+  sweeps = grid.parse_sweeps(synthetic.get_config(), ["seed=1", "data.synthetic.seed=2"])
+  assert grid.grid_runs(sweeps)[0].name == "seed=1,data.synthetic.seed=2"
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("model.nope=1,2", "unknown config field config.model.nope"),
+    ("model.posterior", "use --sweep <group>.<field>=v1,v2"),
+    ("=1", "use --sweep"),
+])
+def test_bad_sweeps_are_named(sweep, message):
+  with pytest.raises(CvaeError, match=message):
+    grid.parse_sweeps(synthetic.get_config(), [sweep])
+
+
+def test_config_flags_keep_the_config_file_and_overrides():
+  argv = ["--config", "configs/ptb.py", "--root=r", "--config.seed=3", "--sweep", "seed=1"]
+  assert grid.config_flags(argv) == ["--config", "configs/ptb.py", "--config.seed=3"]
+
+
+def _fake_commands(monkeypatch, exit_codes):
+  """Each run's 'training' writes a test event, or exits with its code."""
+  def commands(run, workdir, config_flags, split):
+    code = exit_codes.get(run.name, 0)
+    script = (f"import os, json; os.makedirs({workdir!r}, exist_ok=True); "
+              f"open(os.path.join({workdir!r}, 'metrics.jsonl'), 'a').write("
+              f"json.dumps({{'step': 1, 'split': 'test'}}) + '\\n'); raise SystemExit({code})")
+    return [[sys.executable, "-c", script]]
+  monkeypatch.setattr(grid, "commands", commands)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_finished_runs_are_skipped_and_failures_reported(tmp_path, monkeypatch, parallel):
+  runs = grid.grid_runs([("seed", ["0", "1", "2"])])
+  os.makedirs(tmp_path / "seed=0")
+  with open(tmp_path / "seed=0" / "metrics.jsonl", "w") as f:
+    f.write(json.dumps({"step": 9, "split": "test"}) + "\n")
+  _fake_commands(monkeypatch, {"seed=2": 3})
+  status = grid.run_grid(str(tmp_path), runs, [], None, parallel)
+  assert status == {"seed=0": "skipped", "seed=1": "done", "seed=2": "failed (exit 3)"}
+  assert grid.is_finished(str(tmp_path / "seed=1"), None)
+  assert not grid.is_finished(str(tmp_path / "seed=1"), "test")  # no eval_test.json
+  if parallel > 1:
+    assert os.path.isfile(tmp_path / "seed=1" / "log.txt")
+
+
+def test_the_launcher_trains_evaluates_then_skips(tmp_path):
+  cmd = [sys.executable, "launch/grid.py", "--config", "configs/synthetic.py:tiny",
+         f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--config.train.num_steps=4",
+         "--config.eval.iw_samples=2", "--sweep", "model.posterior=gaussian",
+         f"--root={tmp_path / 'grid'}"]
+  env = dict(os.environ, XLA_FLAGS="")
+  first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert first.returncode == 0, first.stderr[-2000:]
+  run = tmp_path / "grid" / "posterior=gaussian"
+  assert json.loads((run / "eval_test.json").read_text())["iw_samples"] == 2
+  assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == 4
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert "posterior=gaussian  skipped" in again.stdout
+  entries = json.loads((tmp_path / "grid" / "grid.json").read_text())
+  assert len(entries) == 1 and "--sweep model.posterior=gaussian" in entries[0]["command"]
+  bad = subprocess.run(cmd[:-3] + ["--sweep", "model.nope=1", f"--root={tmp_path / 'g2'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert bad.returncode == 2 and "config.model.nope" in bad.stderr
+  assert not (tmp_path / "g2").exists()

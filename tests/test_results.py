@@ -1,0 +1,137 @@
+"""The report tool on fake workdirs: grouping, mean ± sd, missing runs, blocks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cvae_jax import results
+from cvae_jax.config import base_config
+from cvae_jax.errors import CvaeError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fake_run(path, posterior="gaussian", seed=0, copula_weight=0.4, emb=512,
+             metrics=None, in_events=False, **model):
+  """A workdir with config.json and, if `metrics`, eval_test.json (or a test event)."""
+  c = base_config()
+  c.data.name, c.seed = "ptb", seed
+  c.model.update(posterior=posterior, copula_weight=copula_weight, emb_dim=emb,
+                 hidden_dim=emb, **model)
+  os.makedirs(path)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    f.write(c.to_json())
+  events = [{"step": 10, "split": "valid", "nll_elbo": 1.0}]
+  if metrics and in_events:
+    events.append({"step": 10, "split": "test", **metrics})
+  elif metrics:
+    with open(os.path.join(path, "eval_test.json"), "w") as f:
+      json.dump(metrics, f)
+  with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(e) + "\n" for e in events)
+  return str(path)
+
+
+def metrics(nll, kl=1.0, log_copula=0.0, k=500):
+  return {"iw_nll": nll - 0.5, "nll_elbo": nll, "kl": kl, "mi": 0.5, "mi_split": 0.7,
+          "active_units": 3, "ppl_iw": 100.0, "log_copula": log_copula,
+          "nll_paper": nll - log_copula, "ppl_paper": 90.0, "iw_samples": k}
+
+
+def _rows(text):
+  return {line.split(" | ")[0].strip("| "): line.split(" | ")
+          for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+
+
+def test_cells_are_mean_and_sample_sd_and_missing_is_a_dash():
+  assert results.cell([1.0, 2.0, 4.0], 2) == f"2.33 ± {np.std([1, 2, 4], ddof=1):.2f}"
+  assert results.cell([5.0], 1) == "5.0"
+  assert results.cell([], 2) == results.cell([None], 2) == "—"
+
+
+def test_seeds_are_averaged_and_unfinished_runs_are_not_zeros(tmp_path):
+  for seed, nll in ((0, 100.0), (1, 102.0)):
+    fake_run(tmp_path / f"g{seed}", seed=seed, metrics=metrics(nll))
+  fake_run(tmp_path / "g2", seed=2)  # still training
+  fake_run(tmp_path / "lm0", posterior="none")  # nothing finished
+  text = results.report([str(tmp_path)], "test", "python launch/report.py x")
+  rows = _rows(text)
+  head = rows["model"]
+  gaussian = dict(zip(head, rows["gaussian"]))
+  assert gaussian["runs"] == "2 of 3"
+  assert gaussian["-ELBO"] == f"101.00 ± {np.std([100, 102], ddof=1):.2f}"
+  assert gaussian["IW-NLL"] == f"100.50 ± {np.std([100, 102], ddof=1):.2f}"
+  lm = dict(zip(head, rows["none"]))
+  assert lm["runs"] == "0 of 1" and lm["-ELBO"] == "—" and lm["K"] == "—"
+  assert "paper's Table 3" in text and "VAE 105.2 / 1.74 / 121" in gaussian[head[-1]]
+  assert "paper-conv. NLL" not in text  # no copula term among these runs
+
+
+def test_lambda_labels_only_the_copula_and_sizes_make_separate_tables(tmp_path):
+  fake_run(tmp_path / "c2", posterior="copula", copula_weight=0.2, emb=200,
+           metrics=metrics(110.0, log_copula=3.0))
+  fake_run(tmp_path / "c4", posterior="copula", copula_weight=0.4, emb=200,
+           metrics=metrics(111.0, log_copula=5.0))
+  fake_run(tmp_path / "g", posterior="gaussian", copula_weight=0.4, emb=200,
+           metrics=metrics(109.0), in_events=True)
+  fake_run(tmp_path / "big", posterior="gaussian", metrics=metrics(101.0))
+  text = results.report([str(tmp_path)], "test", "cmd")
+  assert text.count("**ptb**") == 2
+  small = text.split("**ptb**, emb 512")[0]
+  rows = _rows(small)
+  assert set(rows) == {"model", "copula, λ=0.2", "copula, λ=0.4", "gaussian"}
+  head = rows["model"]
+  assert dict(zip(head, rows["copula, λ=0.4"]))["paper-conv. NLL"] == "106.00"
+  assert dict(zip(head, rows["gaussian"]))["paper-conv. NLL"] == "—"
+  assert dict(zip(head, rows["gaussian"]))["K"] == "500"  # from the test event
+  assert "paper's Table 3" not in small  # not the paper's size
+
+
+def test_other_differing_fields_name_the_row(tmp_path):
+  fake_run(tmp_path / "a", metrics=metrics(100.0), output_dropout=0.0)
+  fake_run(tmp_path / "b", metrics=metrics(99.0), output_dropout=0.5)
+  rows = _rows(results.report([str(tmp_path)], "test", "cmd"))
+  assert {"gaussian, output_dropout=0.0", "gaussian, output_dropout=0.5"} <= set(rows)
+
+
+def test_the_block_replaces_itself_and_keeps_the_prose(tmp_path):
+  path = str(tmp_path / "docs" / "results.md")
+  results.write_block(path, "ptb", "table v1")
+  with open(path, "a") as f:
+    f.write("\nProse after.\n")
+  results.write_block(path, "ptb", "table v2")
+  results.write_block(path, "other", "second")
+  text = open(path).read()
+  assert "table v1" not in text and text.count("table v2") == 1
+  assert text.index("table v2") < text.index("Prose after.") < text.index("second")
+
+
+def test_provenance_names_the_grid_command_and_hardware(tmp_path):
+  run = fake_run(tmp_path / "grid" / "posterior=gaussian", metrics=metrics(100.0))
+  with open(tmp_path / "grid" / "grid.json", "w") as f:
+    json.dump([{"command": "python launch/grid.py --x", "hardware": "1 x H100"}], f)
+  text = results.report([run], "test", "python launch/report.py y")
+  assert "`python launch/grid.py --x` on 1 x H100" in text
+  assert "`python launch/report.py y`" in text
+
+
+def test_a_folder_without_runs_is_an_error(tmp_path):
+  with pytest.raises(CvaeError, match="holds no run"):
+    results.find_runs([str(tmp_path)])
+
+
+def test_the_launcher_writes_the_block(tmp_path):
+  fake_run(tmp_path / "runs" / "g", metrics=metrics(100.0))
+  out = tmp_path / "results.md"
+  done = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "runs"),
+                         "--out", str(out), "--name", "ptb"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "<!-- report:ptb -->" in out.read_text() and "100.00" in out.read_text()
+  bad = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "nothing")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and bad.stderr.startswith("error:")
