@@ -163,7 +163,7 @@ def peer_train_case(config, mesh, vocab_size: int, length: int, peer: str) -> Ca
   m = model_config(config, vocab_size)
   batch = fixed_batch(config.data.batch_size, length, vocab_size)
   _, state = _train_state(config, mesh, vocab_size, parallel.to_global(batch, mesh))
-  model = torch_model.TorchTextVAE(m, config.model.copula_weight)
+  model = torch_model.TorchTextVAE(m)
   torch_model.load_flax_variables(model, jax.device_get(state.variables))
   t = config.train
   trainer = torch_train.TorchTrainer(

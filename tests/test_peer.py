@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from cvae_jax.peer.torch_model import TorchTextVAE, load_flax_variables  # noqa: E402
 from cvae_jax.peer.torch_train import kl_weight  # noqa: E402
 
-COPULA_WEIGHT, BETA = 0.4, 0.7
+BETA = 0.7
 
 
 def _jax_terms_and_grads(model, variables, batch, key):
@@ -26,7 +26,7 @@ def _jax_terms_and_grads(model, variables, batch, key):
                            batch["lengths"], train=True, rngs={"latent": key},
                            mutable=["batch_stats"])
     loss = (terms["rec"] + BETA * terms["kl"]
-            - COPULA_WEIGHT * terms.get("copula_term", 0.0))
+            - model.config.copula_weight * terms.get("copula_term", 0.0))
     return jnp.mean(loss), terms
   (_, terms), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
       variables["params"])
@@ -40,12 +40,12 @@ def _jax_terms_and_grads(model, variables, batch, key):
 @pytest.mark.parametrize("posterior,feed_latent", [("none", False), ("gaussian", True),
                                                    ("copula", False)])
 def test_torch_peer_equals_the_jax_model(posterior, feed_latent):
-  model = tiny_model(posterior, dropout=0.0, feed_latent=feed_latent)
+  model = tiny_model(posterior, dropout=0.0, feed_latent=feed_latent, copula_weight=0.4)
   batch = random_batch(3)
   variables = init_variables(model, batch)
   terms, grads, noise = _jax_terms_and_grads(model, variables, batch, jax.random.key(4))
 
-  peer = TorchTextVAE(model.config, COPULA_WEIGHT)
+  peer = TorchTextVAE(model.config)
   load_flax_variables(peer, variables)
   assert (sum(p.numel() for p in peer.parameters() if p.requires_grad)
           == sum(x.size for x in jax.tree.leaves(variables["params"])))
@@ -57,12 +57,18 @@ def test_torch_peer_equals_the_jax_model(posterior, feed_latent):
                                rtol=1e-5, atol=1e-5, err_msg=name)
   peer.loss(got, torch.ones(8), BETA).backward()
 
-  want = TorchTextVAE(model.config, COPULA_WEIGHT)  # holds the JAX gradients
+  want = TorchTextVAE(model.config)  # holds the JAX gradients
   load_flax_variables(want, {**variables, "params": grads})
   for (name, p), w in zip(peer.named_parameters(), want.parameters()):
     if p.requires_grad:
       np.testing.assert_allclose(p.grad.numpy(), w.detach().numpy(), rtol=1e-4,
                                  atol=1e-6, err_msg=name)
+
+
+def test_posteriors_the_peer_lacks_are_a_clear_error():
+  from cvae_jax.errors import CvaeError
+  with pytest.raises(CvaeError, match="peer implements.*not 'coupled_copula'"):
+    TorchTextVAE(tiny_model("coupled_copula").config)
 
 
 def test_kl_schedule_equals_the_jax_one():

@@ -4,7 +4,8 @@ Embedding, LSTM encoder, the Gaussian or copula posterior head with BatchNorm,
 the decoder LSTM initialised from z and the softmax layer, with the same
 parameter count: `torch.nn.LSTM`'s second bias `bias_hh` is frozen at zero,
 since the JAX LSTM has one bias. `load_flax_variables` copies a JAX model's
-variables in, so both compute the same function (tests/test_peer.py).
+variables in, so both compute the same function (tests/test_peer.py). It
+implements the posteriors of the paper: none, gaussian and copula.
 Tokens follow `cvae_jax.data`: `tokens: [batch, length] int64`, `lengths:
 [batch] int64` on the host.
 """
@@ -19,9 +20,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from cvae_jax.errors import CvaeError
 from cvae_jax.models import ModelConfig
 
 _LOG_2PI = math.log(2.0 * math.pi)
+POSTERIORS = ("none", "gaussian", "copula")
 
 
 def _lstm(input_dim: int, hidden_dim: int) -> nn.LSTM:
@@ -39,10 +42,12 @@ def _batch_norm(latent_dim: int) -> nn.BatchNorm1d:
 class TorchTextVAE(nn.Module):
   """Encoder, posterior head and decoder of `cvae_jax.models.TextVAE`."""
 
-  def __init__(self, config: ModelConfig, copula_weight: float):
+  def __init__(self, config: ModelConfig):
     super().__init__()
-    self.config, self.copula_weight = config, copula_weight
-    c = config
+    if config.posterior not in POSTERIORS:
+      raise CvaeError(f"the PyTorch peer implements config.model.posterior "
+                      f"{', '.join(POSTERIORS)}, not {config.posterior!r}")
+    self.config = c = config
     self.embed = nn.Embedding(c.vocab_size, c.emb_dim)
     self.input_dropout = nn.Dropout(c.dropout)
     self.output_dropout = nn.Dropout(c.output_dropout)
@@ -119,7 +124,7 @@ class TorchTextVAE(nn.Module):
   def loss(self, terms: Mapping[str, torch.Tensor], weights: torch.Tensor,
            beta: float) -> torch.Tensor:
     """The weighted mean of rec + beta KL - lambda copula_term: a scalar."""
-    loss = terms["rec"] + beta * terms["kl"] - self.copula_weight * terms["copula_term"]
+    loss = terms["rec"] + beta * terms["kl"] - self.config.copula_weight * terms["copula_term"]
     return (loss * weights).sum() / weights.sum()
 
 
