@@ -22,7 +22,7 @@ import os
 # 1,050 tokens/s at hidden size 512); JAX does not use OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 
 from cvae_jax import benchmark, cli, data, parallel  # noqa: E402
@@ -46,44 +46,39 @@ OUT = flags.DEFINE_string("out", "", "Also write the JSON lines to this file.")
 
 def main(argv):
   del argv
-
-  def run():
-    base = cli.CONFIG.value
-    corpus = data.load_corpus(base.data) if "train_pipeline" in CASES.value else None
-    vocab_size = len(corpus.vocab) if corpus else VOCAB.value
-    mesh = parallel.make_mesh()
-    cases = []
-    for dtype, posterior in itertools.product(DTYPES.value or [base.model.dtype],
-                                              POSTERIORS.value):
-      config = copy.deepcopy(base)
-      with config.unlocked():
-        config.model.posterior, config.model.dtype = posterior, dtype
-      builders = {
-          "train_fixed": lambda: benchmark.train_fixed_case(config, mesh, vocab_size, LENGTH.value),
-          "train_pipeline": lambda: benchmark.train_pipeline_case(config, mesh, corpus),
-          "eval_iw": lambda: benchmark.eval_iw_case(config, mesh, vocab_size, LENGTH.value),
-      }
-      cases += [(config, builders[name]()) for name in CASES.value if name in builders]
-      if PEER.value and "train_fixed" in CASES.value:
-        cases.append((config, benchmark.peer_train_case(config, mesh, vocab_size,
-                                                        LENGTH.value, PEER.value)))
-    if "matmul" in CASES.value:
-      cases.append((base, benchmark.matmul_case()))
-      if PEER.value:
-        cases.append((base, benchmark.peer_matmul_case(PEER.value)))
-    benchmark.measure([case for _, case in cases], WARMUP.value, ROUNDS.value)
-    records = [benchmark.record(case, config) for config, case in cases]
-    benchmark.compare(records)
-    lines = [json.dumps(r) for r in records]
-    print("\n".join(lines))
-    print(benchmark.table(records))
-    if OUT.value and jax.process_index() == 0:
-      with open(OUT.value, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-  cli.run(run)
+  base = cli.CONFIG.value
+  corpus = data.load_corpus(base.data) if "train_pipeline" in CASES.value else None
+  vocab_size = len(corpus.vocab) if corpus else VOCAB.value
+  mesh = parallel.make_mesh()
+  cases = []
+  for dtype, posterior in itertools.product(DTYPES.value or [base.model.dtype],
+                                            POSTERIORS.value):
+    config = copy.deepcopy(base)
+    with config.unlocked():
+      config.model.posterior, config.model.dtype = posterior, dtype
+    builders = {
+        "train_fixed": lambda: benchmark.train_fixed_case(config, mesh, vocab_size, LENGTH.value),
+        "train_pipeline": lambda: benchmark.train_pipeline_case(config, mesh, corpus),
+        "eval_iw": lambda: benchmark.eval_iw_case(config, mesh, vocab_size, LENGTH.value),
+    }
+    cases += [(config, builders[name]()) for name in CASES.value if name in builders]
+    if PEER.value and "train_fixed" in CASES.value:
+      cases.append((config, benchmark.peer_train_case(config, mesh, vocab_size,
+                                                      LENGTH.value, PEER.value)))
+  if "matmul" in CASES.value:
+    cases.append((base, benchmark.matmul_case()))
+    if PEER.value:
+      cases.append((base, benchmark.peer_matmul_case(PEER.value)))
+  benchmark.measure([case for _, case in cases], WARMUP.value, ROUNDS.value)
+  records = [benchmark.record(case, config) for config, case in cases]
+  benchmark.compare(records)
+  lines = [json.dumps(r) for r in records]
+  print("\n".join(lines))
+  print(benchmark.table(records))
+  if OUT.value and jax.process_index() == 0:
+    with open(OUT.value, "w") as f:
+      f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main, required=["config"])
