@@ -19,6 +19,7 @@ from ml_collections import config_flags
 from cvae_jax import config_fields
 from cvae_jax.config import base_config
 from cvae_jax.errors import CvaeError, Interrupted
+from cvae_jax.host_memory import keep_freed_memory
 
 CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/ptb.py (configs/ptb.py:tiny for a smoke run).",
@@ -72,6 +73,7 @@ def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError or an OSError exits 2 with
   its message, Ctrl-C 130. A multi-host run ends with every host at a barrier,
   then shuts the distributed runtime down."""
+  keep_freed_memory()  # before JAX starts its threads
   if MULTIHOST.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
     jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)

@@ -36,7 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000  # sentences per split
 
   c.model = m = ml_collections.ConfigDict()
-  m.posterior = "copula"  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula'
+  # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula' (the paper's) | 'coupled_copula'
+  # (the copula's dependency in z) | 'flexible_copula' (and sinh-arcsinh marginals)
+  m.posterior = "copula"
   m.copula_weight = 0.5  # lambda, weight of log c(q) + sum_i log q(z_i|x) (copula only)
   m.emb_dim = 512  # word embedding size (shared by encoder and decoder)
   m.hidden_dim = 512  # LSTM width of encoder and decoder

@@ -26,7 +26,9 @@ matplotlib.use("Agg")
 _DPI = 120
 _STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
           "legend.fontsize": 9, "figure.titlesize": 13}
-_POSTERIORS = {"none": "LSTM-LM", "gaussian": "VAE", "copula": "Copula-VAE"}
+_POSTERIORS = {"none": "LSTM-LM", "gaussian": "VAE", "copula": "Copula-VAE",
+               "coupled_copula": "Coupled-copula VAE",
+               "flexible_copula": "Flexible-copula VAE"}
 _STEPS = "training step (steps)"
 _PER_SENTENCE = "nats/sentence"
 

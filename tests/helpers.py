@@ -31,6 +31,16 @@ def init_variables(model: TextVAE, batch: dict, seed=0) -> dict:
                              batch["tokens"], batch["lengths"])
 
 
+def perturb(params: dict, seed: int, noise=0.5, scale=1.0) -> dict:
+  """Each parameter plus noise * N(0, 1), and then, outside a `marginals`
+  submodule, times `scale` (e.g. to make a copula's heads extreme)."""
+  leaves, tree = jax.tree.flatten_with_path(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [
+      (p + noise * jax.random.normal(k, p.shape)) * (1.0 if path[0].key == "marginals" else scale)
+      for (path, p), k in zip(leaves, keys)])
+
+
 def tb_scalars(tb_dir) -> list[tuple[str, int, float]]:
   """Every (tag, step, value) scalar in the TensorBoard event files of `tb_dir`, sorted.
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cvae_jax.models import posteriors
 from cvae_jax.models.lstm import LSTM
 from tests.helpers import init_variables, random_batch, tiny_model
 
@@ -38,7 +39,7 @@ def test_lstm_matches_a_slow_reference_loop():
   np.testing.assert_allclose(got_h, h, atol=1e-5)
 
 
-@pytest.mark.parametrize("posterior", ["none", "gaussian", "copula"])
+@pytest.mark.parametrize("posterior", posteriors.NAMES)
 @pytest.mark.parametrize("feed_latent", [False, True])
 def test_padding_never_changes_the_terms(posterior, feed_latent):
   model = tiny_model(posterior, feed_latent=feed_latent)
@@ -67,5 +68,6 @@ def test_reconstruction_is_the_masked_token_cross_entropy():
 
 def test_unknown_posterior_is_a_clear_error():
   from cvae_jax.errors import CvaeError
-  with pytest.raises(CvaeError, match="unknown posterior 'vmf'.*none, gaussian, copula"):
+  with pytest.raises(CvaeError, match="unknown posterior 'vmf'.*none, gaussian, copula, "
+                                      "coupled_copula, flexible_copula"):
     init_variables(tiny_model("vmf"), random_batch())

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from cvae_jax import parallel
+from cvae_jax.models.posteriors import POSTERIORS
 from cvae_jax.train import Objective, create_train_state, jit_train_step, train_step
 from tests.helpers import random_batch, tiny_model
 
@@ -30,7 +31,7 @@ def _run(step_fn, state, batches, key):
   return state, history
 
 
-@pytest.mark.parametrize("posterior", ["gaussian", "copula"])
+@pytest.mark.parametrize("posterior", list(POSTERIORS))
 def test_jitted_step_equals_eager_step(posterior):
   batches = [random_batch(i, batch=16, length=6) for i in range(2)]
   key = jax.random.key(1)
@@ -42,7 +43,8 @@ def test_jitted_step_equals_eager_step(posterior):
   chex.assert_trees_all_close(got[0].params, want[0].params, rtol=1e-4, atol=1e-4)
 
 
-def test_one_device_equals_eight_devices():
+@pytest.mark.parametrize("posterior", ["copula", "coupled_copula", "flexible_copula"])
+def test_one_device_equals_eight_devices(posterior):
   assert jax.device_count() == 8
   batches = [random_batch(i, batch=16) for i in range(4)]
   key = jax.random.key(2)
@@ -50,7 +52,7 @@ def test_one_device_equals_eight_devices():
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = Mesh(np.asarray(devices), ("data",))
     step = jit_train_step(OBJECTIVE, mesh)
-    state = jax.device_put(_state(), parallel.replicated(mesh))
+    state = jax.device_put(_state(posterior), parallel.replicated(mesh))
     results.append(_run(step, state, [parallel.to_global(b, mesh) for b in batches], key))
   (s1, h1), (s8, h8) = results
   chex.assert_trees_all_close(h8, h1, rtol=1e-4, atol=1e-4)
@@ -58,13 +60,14 @@ def test_one_device_equals_eight_devices():
   chex.assert_trees_all_close(s8.batch_stats, s1.batch_stats, rtol=1e-4, atol=1e-4)
 
 
-def test_step_is_traced_once_per_bucket_shape():
+@pytest.mark.parametrize("posterior", ["copula", "flexible_copula"])
+def test_step_is_traced_once_per_bucket_shape(posterior):
   @chex.assert_max_traces(n=2)
   def step_fn(state, batch, key):
     return train_step(state, batch, key, objective=OBJECTIVE)
 
   step = jax.jit(step_fn, donate_argnums=0)
-  state = _state()
+  state = _state(posterior)
   key = jax.random.key(3)
   for i in range(12):
     state, _ = step(state, random_batch(i, batch=16, length=12 if i % 2 else 20), key)

@@ -9,10 +9,14 @@ LSTM language model) has no posterior.
 from cvae_jax.errors import CvaeError
 from cvae_jax.models.posteriors.base import EXTRA_LOSS, Distribution
 from cvae_jax.models.posteriors.copula import CopulaPosterior, GaussianCopula
+from cvae_jax.models.posteriors.coupled_copula import CoupledCopula, CoupledCopulaPosterior
+from cvae_jax.models.posteriors.flexible_copula import FlexibleCopula, FlexibleCopulaPosterior
 from cvae_jax.models.posteriors.gaussian import (DiagonalGaussian, GaussianPosterior,
                                                  log_standard_normal)
 
-POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior}
+POSTERIORS = {"gaussian": GaussianPosterior, "copula": CopulaPosterior,
+              "coupled_copula": CoupledCopulaPosterior,
+              "flexible_copula": FlexibleCopulaPosterior}
 NAMES = ("none", *POSTERIORS)
 
 

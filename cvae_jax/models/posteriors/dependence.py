@@ -1,12 +1,17 @@
 """The copula posteriors' dependency structure Sigma = diag(w) + a a^T.
 
 The encoder head of the paper's copula module (Wang & Wang 2019), the
-covariance it defines, and a Cholesky factor that is fast on every platform.
+covariance it defines and its correlation matrix, a Cholesky factor that is
+fast on every platform, and the Gaussian copula with that correlation: its
+samples and log density (triangular solves, no inverse).
 """
+
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 
 
 def dependence_head(hc: jax.Array, latent_dim: int, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -24,6 +29,19 @@ def dependence_head(hc: jax.Array, latent_dim: int, train: bool) -> tuple[jax.Ar
 def covariance(w: jax.Array, a: jax.Array) -> jax.Array:
   """Sigma = diag(w) + a a^T: w > 0, a: [batch, latent] -> [batch, latent, latent]."""
   return jax.vmap(jnp.diag)(w) + a[:, :, None] * a[:, None, :]
+
+
+def correlation(w: jax.Array, a: jax.Array) -> jax.Array:
+  """R = D^-1/2 Sigma D^-1/2, D = diag(Sigma): [batch, latent] -> [batch, latent, latent].
+
+  With b = a / sqrt(w + a^2), R = b b^T with a unit diagonal set exactly; it
+  equals diag(1 - b^2) + b b^T, and 1 - b^2 = w / (w + a^2) >= 1/3 for the
+  head's w >= 0.5 and |a| <= 1, so every eigenvalue of R is at least 1/3
+  whatever the encoder outputs (w may be huge or inf: then b = 0 and R = I).
+  """
+  b = a * jax.lax.rsqrt(w + jnp.square(a))
+  eye = jnp.eye(w.shape[-1], dtype=bool)
+  return jnp.where(eye, jnp.ones((), w.dtype), b[:, :, None] * b[:, None, :])
 
 
 def cholesky(sigma: jax.Array) -> jax.Array:
@@ -49,3 +67,35 @@ def _cholesky_columns(sigma: jax.Array) -> jax.Array:
     return chol.at[..., :, j].set(col)
 
   return jax.lax.fori_loop(0, n, column, jnp.zeros_like(sigma))
+
+
+def correlated_normal(chol: jax.Array, key: jax.Array,
+                      num_samples: Optional[int] = None) -> jax.Array:
+  """u = L eps, eps ~ N(0, I): chol [batch, l, l] -> [batch, l] or [num_samples, batch, l]."""
+  batch_shape = chol.shape[:-1]
+  shape = batch_shape if num_samples is None else (num_samples, *batch_shape)
+  eps = jax.random.normal(key, shape, chol.dtype)
+  return jnp.einsum("bij,...bj->...bi", chol, eps)
+
+
+def half_log_det(chol: jax.Array) -> jax.Array:
+  """1/2 log|R| = sum_i log L_ii: chol [batch, l, l] -> [batch]."""
+  return jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+
+
+def log_copula(chol: jax.Array, u: jax.Array) -> jax.Array:
+  """log c_R(u) = -1/2 log|R| - 1/2 u^T (R^-1 - I) u, the Gaussian copula density
+  with correlation R = L L^T at standard-normal scores u.
+
+  Args:
+    chol: [batch, l, l] lower Cholesky factor of R (unit diagonal).
+    u: [..., batch, l]; a batch axis of 1 broadcasts over the rows.
+
+  Returns:
+    [..., batch].
+  """
+  shape = jnp.broadcast_shapes(u.shape, chol.shape[:-1])
+  u = jnp.broadcast_to(u, shape)
+  columns = jnp.moveaxis(u.reshape(-1, *shape[-2:]), 0, -1)  # [batch, l, samples]
+  white = jnp.moveaxis(solve_triangular(chol, columns, lower=True), -1, 0).reshape(shape)
+  return -half_log_det(chol) - 0.5 * jnp.sum(jnp.square(white) - jnp.square(u), axis=-1)

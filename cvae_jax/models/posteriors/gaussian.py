@@ -22,7 +22,11 @@ class DiagonalGaussian:
     """z = loc + sigma * eps: [batch, latent], or [num_samples, batch, latent]."""
     shape = self.loc.shape if num_samples is None else (num_samples, *self.loc.shape)
     eps = jax.random.normal(key, shape, self.loc.dtype)
-    return self.loc + jnp.exp(0.5 * self.log_var) * eps
+    return self.loc + self.scale() * eps
+
+  def scale(self) -> jax.Array:
+    """sigma = exp(log_var / 2): [batch, latent]."""
+    return jnp.exp(0.5 * self.log_var)
 
   def log_prob(self, z: jax.Array) -> jax.Array:
     """sum_i log N(z_i; mu_i, sigma_i^2): z [..., batch, latent] -> [..., batch]."""
