@@ -5,15 +5,21 @@ Cases, each for every requested posterior:
   train_pipeline  the train step fed by the real input pipeline (bucketed data)
   eval_iw         the importance-weighted evaluation step (K = config.eval.iw_samples)
   matmul          a float32 2048^3 jnp.dot, the machine's practical compute ceiling
+With a peer (`peer_train_case`, `peer_matmul_case`: the PyTorch model of
+`cvae_jax.peer`), train_fixed and matmul are also timed in that library.
 Cases are timed in interleaved rounds (A B C A B C ...) so that load on a
 shared machine hits them alike; compile time is the first call, warm-up calls
 are excluded, and the median, min and max rate over the timed calls are
-reported. Tokens are predicted tokens (`lengths - 1`: words and `</s>`).
+reported. Ratios between cases (`compare`) are medians of the per-round
+ratios, so a slow round slows both sides of a ratio. Tokens are predicted
+tokens (`lengths - 1`: words and `</s>`); GFLOP/s counts the matmuls of the
+LSTMs and the softmax layer (`matmul_flops`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import statistics
 import time
@@ -25,8 +31,9 @@ import numpy as np
 
 from cvae_jax import data, parallel
 from cvae_jax.config import model_config
+from cvae_jax.errors import CvaeError
 from cvae_jax.evaluate import Evaluator, samples_per_chunk
-from cvae_jax.models import TextVAE
+from cvae_jax.models import ModelConfig, TextVAE
 from cvae_jax.prefetch import prefetch
 from cvae_jax.train import (Objective, create_train_state, jit_train_step, make_optimizer,
                             train_batches)
@@ -42,6 +49,9 @@ class Case:
   run: Callable[[], tuple[float, object]]
   extra: dict = dataclasses.field(default_factory=dict)
   close: Callable[[], None] = lambda: None
+  impl: str = "jax"
+  flops_per_unit: Optional[float] = None  # matmul FLOPs per token/sentence
+  device: Callable[[], dict] = lambda: _jax_device()
   compile_s: float = 0.0
   times: list = dataclasses.field(default_factory=list)
   units: list = dataclasses.field(default_factory=list)
@@ -78,7 +88,8 @@ def train_fixed_case(config, mesh, vocab_size: int, length: int) -> Case:
     holder[0], sums = step(holder[0], batch, key)
     return tokens, sums
   return Case("train_fixed", config.model.posterior, "tokens/s", run,
-              {"batch_shape": [config.data.batch_size, length]})
+              {"batch_shape": [config.data.batch_size, length]},
+              flops_per_unit=train_flops(model_config(config, vocab_size), length))
 
 
 def train_pipeline_case(config, mesh, corpus: data.Corpus) -> Case:
@@ -117,7 +128,8 @@ def eval_iw_case(config, mesh, vocab_size: int, length: int) -> Case:
   def run():
     return b, step(variables, inputs, jax.random.key(3))
   return Case("eval_iw", config.model.posterior, "sentences/s", run,
-              {"batch_shape": [b, length], "iw_samples": k, "chunk": chunk})
+              {"batch_shape": [b, length], "iw_samples": k, "chunk": chunk},
+              flops_per_unit=k * (length - 1) * decoder_flops(model.config))
 
 
 def matmul_case(size: int = 2048) -> Case:
@@ -125,7 +137,76 @@ def matmul_case(size: int = 2048) -> Case:
   a = jax.random.normal(jax.random.key(0), (size, size), jax.numpy.float32)
   dot = jax.jit(jax.numpy.dot)
   return Case("matmul", "-", "GFLOP/s", lambda: (2 * size**3 / 1e9, dot(a, a)),
-              {"shape": [size, size, size], "dtype": "float32"})
+              {"shape": [size, size, size], "dtype": "float32"}, flops_per_unit=1e9)
+
+
+def lstm_flops(input_dim: int, hidden_dim: int) -> float:
+  """Matmul FLOPs of one LSTM step for one row: gates = [x, h] @ W."""
+  return 2.0 * (input_dim + hidden_dim) * 4 * hidden_dim
+
+
+def decoder_flops(m: ModelConfig) -> float:
+  """Forward matmul FLOPs per predicted token of the decoder LSTM's recurrence and
+  the softmax layer: what every importance sample costs (inputs are projected once)."""
+  return lstm_flops(0, m.hidden_dim) + 2.0 * m.hidden_dim * m.vocab_size
+
+
+def train_flops(m: ModelConfig, length: int) -> float:
+  """Matmul FLOPs of a train step per predicted token of full-length rows: forward
+  (encoder over `length` tokens, decoder and softmax over `length - 1`) times 3
+  for the backward pass's two matmuls per forward one."""
+  feed = m.latent_dim if m.has_latent and m.feed_latent else 0
+  decoder = lstm_flops(m.emb_dim + feed, m.hidden_dim) + 2.0 * m.hidden_dim * m.vocab_size
+  encoder = lstm_flops(m.emb_dim, m.hidden_dim) * length / (length - 1) if m.has_latent else 0
+  return 3 * (decoder + encoder)
+
+
+def peer_train_case(config, mesh, vocab_size: int, length: int, peer: str) -> Case:
+  """train_fixed in the peer library, from the same initial weights as the JAX case."""
+  device = _peer_device(peer)
+  from cvae_jax.peer import torch_model, torch_train
+  m = model_config(config, vocab_size)
+  batch = fixed_batch(config.data.batch_size, length, vocab_size)
+  _, state = _train_state(config, mesh, vocab_size, parallel.to_global(batch, mesh))
+  model = torch_model.TorchTextVAE(m)
+  torch_model.load_flax_variables(model, jax.device_get(state.variables))
+  t = config.train
+  trainer = torch_train.TorchTrainer(
+      model, learning_rate=t.learning_rate, grad_clip=t.grad_clip,
+      kl_anneal_start=t.kl_anneal_start, kl_anneal_steps=t.kl_anneal_steps,
+      device=device, dtype=config.model.dtype)
+  inputs = trainer.to_device(batch)
+  tokens = config.data.batch_size * (length - 1)
+  return Case("train_fixed", config.model.posterior, "tokens/s",
+              lambda: (tokens, trainer.train_step(inputs)),
+              {"batch_shape": [config.data.batch_size, length]}, impl=peer,
+              flops_per_unit=train_flops(m, length), device=lambda: _torch_device(device))
+
+
+def peer_matmul_case(peer: str, size: int = 2048) -> Case:
+  """float32 [size, size] @ [size, size] in the peer library, in GFLOP/s."""
+  device = _peer_device(peer)
+  import torch
+  a = torch.randn(size, size, device=device)
+
+  def run():
+    out = torch.mm(a, a)
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return 2 * size**3 / 1e9, out
+  return Case("matmul", "-", "GFLOP/s", run, {"shape": [size, size, size], "dtype": "float32"},
+              impl=peer, flops_per_unit=1e9, device=lambda: _torch_device(device))
+
+
+def _peer_device(peer: str) -> str:
+  """'cuda' when the peer library sees a GPU, else 'cpu'; a clear error without it."""
+  if peer != "torch":
+    raise CvaeError(f"unknown peer {peer!r}: the only peer is 'torch'")
+  try:
+    import torch
+  except ImportError as e:
+    raise CvaeError("--peer torch needs PyTorch: pip install -e '.[peer]'") from e
+  return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def measure(cases: list[Case], warmup: int, rounds: int) -> None:
@@ -150,31 +231,72 @@ def measure(cases: list[Case], warmup: int, rounds: int) -> None:
 def record(case: Case, config: ml_collections.ConfigDict) -> dict:
   """The JSON record of a measured case."""
   rates = [u / t for u, t in zip(case.units, case.times)]
-  out = {"case": case.name, "posterior": case.posterior, "unit": case.unit,
-         "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-         "rounds": len(rates), "compile_s": round(case.compile_s, 2),
+  out = {"impl": case.impl, "case": case.name, "posterior": case.posterior,
+         "unit": case.unit, "median": statistics.median(rates), "min": min(rates),
+         "max": max(rates), "rounds": len(rates), "rates": rates,
+         "compile_s": round(case.compile_s, 2),
          "emb_dim": config.model.emb_dim, "hidden_dim": config.model.hidden_dim,
          "latent_dim": config.model.latent_dim, "dtype": config.model.dtype,
          "batch_size": config.data.batch_size,
          "peak_host_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-         "peak_device_mb": _peak_device_mb(),
-         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-         **case.extra}
+         **case.device(), **case.extra}
+  if case.flops_per_unit:
+    out["flops_per_unit"] = case.flops_per_unit
+    out["gflops"] = out["median"] * case.flops_per_unit / 1e9
   if "epoch_tokens" in case.extra:
     out["epoch_s"] = case.extra["epoch_tokens"] / out["median"]
   return out
 
 
-def _peak_device_mb() -> Optional[float]:
+def compare(records: list[dict]) -> None:
+  """Adds, in place, per-round median ratios: `of_matmul` (GFLOP/s over the same
+  library's matmul case) and, for JAX records with a peer twin, `vs_peer` (rate
+  over the peer's) and `peer`."""
+  def key(r):
+    return r["case"], r["posterior"], r["dtype"]
+  matmul = {r["impl"]: r for r in records if r["case"] == "matmul"}
+  peers = {key(r): r for r in records if r["impl"] != "jax"}
+  for r in records:
+    if "gflops" in r and r["case"] != "matmul" and r["impl"] in matmul:
+      gflops = [rate * r["flops_per_unit"] / 1e9 for rate in r["rates"]]
+      r["of_matmul"] = _paired_ratio(gflops, matmul[r["impl"]]["rates"])
+    twin = peers.get(key(r))
+    if r["impl"] == "jax" and twin is not None:
+      r["peer"], r["vs_peer"] = twin["impl"], _paired_ratio(r["rates"], twin["rates"])
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+  return statistics.median(x / y for x, y in zip(a, b))
+
+
+def _jax_device() -> dict:
   stats = jax.devices()[0].memory_stats()
-  return round(stats["peak_bytes_in_use"] / 2**20) if stats and "peak_bytes_in_use" in stats else None
+  peak = (round(stats["peak_bytes_in_use"] / 2**20)
+          if stats and "peak_bytes_in_use" in stats else None)
+  return {"peak_device_mb": peak, "device_kind": jax.devices()[0].device_kind,
+          "device_count": jax.device_count()}
+
+
+def _torch_device(device: str) -> dict:
+  import torch
+  if device == "cuda":
+    return {"peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+            "device_kind": torch.cuda.get_device_name(), "device_count": 1}
+  return {"peak_device_mb": None, "device_kind": "cpu", "device_count": 1,
+          "threads": torch.get_num_threads(),
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
 
 
 def table(records: list[dict]) -> str:
-  """A short fixed-width table of the records."""
-  lines = [f"{'case':<15}{'posterior':<10}{'dtype':<9}{'median':>10}{'min':>10}{'max':>10}"
-           f"  {'unit':<12}{'compile s':>9}"]
+  """A short fixed-width table of the records, with the ratios of `compare`."""
+  def ratio(r, name, fmt):
+    return format(r[name], fmt) if name in r else ""
+  lines = [f"{'impl':<6}{'case':<15}{'posterior':<10}{'dtype':<9}{'median':>10}{'min':>10}"
+           f"{'max':>10}  {'unit':<12}{'GFLOP/s':>8}{'of matmul':>10}{'vs peer':>8}"
+           f"{'compile s':>10}"]
   for r in records:
-    lines.append(f"{r['case']:<15}{r['posterior']:<10}{r['dtype']:<9}{r['median']:>10.1f}"
-                 f"{r['min']:>10.1f}{r['max']:>10.1f}  {r['unit']:<12}{r['compile_s']:>9.1f}")
+    lines.append(f"{r['impl']:<6}{r['case']:<15}{r['posterior']:<10}{r['dtype']:<9}"
+                 f"{r['median']:>10.1f}{r['min']:>10.1f}{r['max']:>10.1f}  {r['unit']:<12}"
+                 f"{ratio(r, 'gflops', '.1f'):>8}{ratio(r, 'of_matmul', '.0%'):>10}"
+                 f"{ratio(r, 'vs_peer', '.2f'):>8}{r['compile_s']:>10.1f}")
   return "\n".join(lines)

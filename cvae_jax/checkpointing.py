@@ -5,8 +5,11 @@
 Each holds the train state and a JSON `meta` (epoch, best NLL so far, ...).
 """
 
+import contextlib
 import os
-from typing import Any, Optional
+import signal
+import threading
+from typing import Any, Iterator, Optional
 
 import orbax.checkpoint as ocp
 
@@ -17,16 +20,24 @@ class Checkpoints:
   """Latest-and-best checkpoint managers of one run."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    options = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True)
+    # Both managers often save the same step at once; on several hosts their
+    # barriers (named after the step) must not collide, so each has its own prefix.
+    options = lambda n, name: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=name))
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options(keep))
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=options(keep, "latest"))
     self.best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "best"), options=options(1))
+        os.path.join(os.path.abspath(workdir), "best"), options=options(1, "best"))
 
   def save(self, manager: ocp.CheckpointManager, step: int, state: Any,
            meta: dict) -> None:
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    """Starts writing a checkpoint (Ctrl-C takes effect once it has started)."""
+    with _deferred_interrupt():
+      manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, manager: ocp.CheckpointManager, abstract_state: Any,
               step: Optional[int] = None) -> Optional[tuple[Any, dict]]:
@@ -48,9 +59,35 @@ class Checkpoints:
     return restored.state, restored.meta
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Waits until the checkpoints being written are complete (Ctrl-C waits too)."""
+    with _deferred_interrupt():
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Completes the checkpoints being written and stops the writers."""
+    with _deferred_interrupt():
+      self.latest.close()
+      self.best.close()
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+  """Ctrl-C inside the block raises KeyboardInterrupt when the block ends.
+
+  Orbax treats an interrupted save or wait as a failed save and logs it, even
+  though the checkpoint may complete; deferring Ctrl-C keeps its bookkeeping
+  and the files in step.
+  """
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda *_: received.append(True))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  if received:
+    raise KeyboardInterrupt

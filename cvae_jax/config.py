@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   s.vocab_size = 500  # word types
   s.hidden_dim = 64  # the generating LSTM's width
   s.max_length = 20  # words per sentence at most
-  s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000
+  s.num_train, s.num_valid, s.num_test = 10_000, 1_000, 1_000  # sentences per split
 
   c.model = m = ml_collections.ConfigDict()
   # 'none' (LSTM-LM) | 'gaussian' (VAE) | 'copula' (the paper's) | 'coupled_copula'

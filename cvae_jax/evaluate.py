@@ -72,9 +72,7 @@ def _iw_log_px(model, variables, batch, q, key, num_samples, chunk):
 
   def body(running, key_c):
     z = q.sample(key_c, chunk)  # [chunk, b, latent]
-    log_px = model.apply(variables, jnp.tile(tokens, (chunk, 1)),
-                         jnp.tile(lengths, chunk), z.reshape(chunk * b, -1),
-                         method=TextVAE.log_likelihood).reshape(chunk, b)
+    log_px = model.apply(variables, tokens, lengths, z, method=TextVAE.log_likelihood)
     log_w = estimators.iw_log_weights(log_px, z, q)
     return jnp.logaddexp(running, jax.nn.logsumexp(log_w, axis=0)), None
 

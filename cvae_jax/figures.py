@@ -2,8 +2,9 @@
 
   training_curves.png        train/validation reconstruction and KL (paper's Fig. 4)
   diagnostics.png            validation MI and active units against steps
-  lambda_sweep.png           final metrics against lambda, for >= 2 distinct lambdas
-                             (paper's Fig. 5)
+  lambda_sweep_<dataset>_<size>.png
+                             final metrics against lambda, for runs of one dataset
+                             and model size with >= 2 distinct lambdas (paper's Fig. 5)
   posterior_means_<run>.png  for each synthetic run with a latent and a checkpoint:
                              true latents against posterior means
 """
@@ -51,8 +52,11 @@ def _has_posterior_means(workdir: str, run: plotting.Run) -> bool:
           any(os.path.isdir(d) and os.listdir(d) for d in checkpoints))
 
 
-def write_figures(workdirs: list[str], out: str) -> list[str]:
-  """Writes the figures that the runs in `workdirs` support into `out`; their paths."""
+def write_figures(workdirs: list[str], out: str) -> tuple[list[str], list[str]]:
+  """Writes the figures that the runs in `workdirs` support into `out`.
+
+  Returns their paths, and notes naming the runs a λ sweep leaves out and why.
+  """
   if not workdirs:
     raise CvaeError("no run directories given: python launch/plot.py RUN [RUN ...] "
                     "--out DIR")
@@ -67,11 +71,50 @@ def write_figures(workdirs: list[str], out: str) -> list[str]:
   write(plotting.training_curves, "training_curves.png", runs)
   if any(run.curve("valid", "mi")[0].size for run in runs):
     write(plotting.diagnostics_over_training, "diagnostics.png", runs)
-  if len({run.copula_weight for run in runs if run.final_test()}) >= 2:
-    write(plotting.lambda_sweep, "lambda_sweep.png", runs)
+  sweeps, notes = lambda_sweeps(runs)
+  for filename, sweep in sweeps.items():
+    write(plotting.lambda_sweep, filename, sweep)
   for workdir, run in zip(workdirs, runs):
     if _has_posterior_means(workdir, run):
       true_latents, means = posterior_means(workdir)
       write(plotting.posterior_means_figure, f"posterior_means_{run.name}.png",
             true_latents, means, name=f"{run.name}, test split")
-  return written
+  return written, notes
+
+
+def lambda_sweeps(runs: list[plotting.Run]) -> tuple[dict[str, list[plotting.Run]], list[str]]:
+  """The λ sweeps the runs support, one per dataset and model size, and notes.
+
+  A sweep is `lambda_sweep_<dataset>_<size>.png` -> the runs of that dataset
+  and size that have final metrics, when they span at least two λ. The notes
+  name, for each sweep, the runs it leaves out and why, and the groups of
+  runs that make no sweep when the runs together span several λ.
+  """
+  groups = {}
+  for run in runs:
+    groups.setdefault((run.dataset, run.model_size), []).append(run)
+  sweeps, notes = {}, []
+  for (dataset, size), group in groups.items():
+    finished = [run for run in group if run.final_test()]
+    if len({run.copula_weight for run in finished}) < 2:
+      continue
+    filename = f"lambda_sweep_{dataset}_{size}.png"
+    sweeps[filename] = finished
+    unfinished = [run for run in group if run not in finished]
+    others = [run for run in runs if run not in group]
+    if unfinished:
+      notes.append(f"{filename} leaves out {_names(unfinished)}: no test or "
+                   "validation metrics yet")
+    if others:
+      notes.append(f"{filename} leaves out {_names(others)}: another dataset or "
+                   "model size")
+  if not sweeps and len({run.copula_weight for run in runs if run.final_test()}) >= 2:
+    notes.append("no lambda_sweep: no runs of one dataset and model size span two "
+                 "λ with metrics (" + "; ".join(
+                     f"{dataset} {size}: {_names(group)}"
+                     for (dataset, size), group in groups.items()) + ")")
+  return sweeps, notes
+
+
+def _names(runs: list[plotting.Run]) -> str:
+  return ", ".join(run.name for run in runs)

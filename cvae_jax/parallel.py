@@ -26,10 +26,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, name: str) -> None:
-  """Raises CvaeError unless the global batch splits evenly over devices."""
+  """Raises CvaeError unless the global batch is positive and splits evenly over devices."""
   n = jax.device_count()
-  if batch_size % n:
-    raise CvaeError(f"{name}={batch_size} must be a multiple of the "
+  if batch_size <= 0 or batch_size % n:
+    raise CvaeError(f"{name}={batch_size} must be a positive multiple of the "
                     f"{n} devices (and of the {jax.process_count()} hosts)")
 
 

@@ -69,6 +69,12 @@ class Run:
     return self.config["data"]["name"]
 
   @property
+  def model_size(self) -> str:
+    """'emb<E>_hidden<H>_z<Z>': runs of different sizes are not one λ sweep."""
+    m = self.config["model"]
+    return f"emb{m['emb_dim']}_hidden{m['hidden_dim']}_z{m['latent_dim']}"
+
+  @property
   def label(self) -> str:
     """The model, with lambda for the copula (the only one it applies to):
     e.g. 'Copula-VAE, λ=0.5', 'VAE'."""
@@ -162,7 +168,8 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
       ax.set_xlabel("copula weight λ")
     rec_ax.legend(loc="best")
     ppl_ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    title = f"Final test metrics against λ ({_datasets(runs)})"
+    sizes = ", ".join(sorted({run.model_size for run in runs}))
+    title = f"Final test metrics against λ ({_datasets(runs)}, {sizes})"
     if any(split == "valid" for _, _, split in finals):
       title += "\n(runs without a test result: their best validation event)"
     fig.suptitle(title)

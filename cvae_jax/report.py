@@ -1,21 +1,24 @@
-"""Evaluate a trained run on a split and write <workdir>/eval_<split>.json."""
+"""Evaluate a trained run on a split, print its metrics, write <workdir>/eval_<split>.json."""
 
 from __future__ import annotations
 
 import json
 import os
 
-import jax
 import ml_collections
 
 from cvae_jax import data, parallel
+from cvae_jax.errors import CvaeError
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.train import root_keys
 from cvae_jax.trained import load_trained
-from cvae_jax.workdir import check_run
+from cvae_jax.workdir import check_run, with_run_data
 
 # Rows of the printed table: (key, label).
 _TABLE = (
+    ("split", "split"),
+    ("checkpoint", "checkpoint ('best': lowest validation -ELBO)"),
+    ("checkpoint_step", "checkpoint's train step"),
     ("nll_elbo", "NLL, -ELBO (nats/sentence, upper bound)"),
     ("iw_nll", "NLL, importance-weighted (nats/sentence)"),
     ("ppl_elbo", "PPL from -ELBO"),
@@ -34,7 +37,11 @@ _TABLE = (
 
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
-  """All metrics of the run's best checkpoint on every sentence of `split`."""
+  """All metrics of the run's best checkpoint on every sentence of `split`.
+
+  Reads the run's own data where `config.data.source_dir` (or `tfds_dir`) is ''.
+  """
+  config = with_run_data(workdir, config)
   check_run(workdir, config)
   corpus = data.load_corpus(config.data)
   mesh = parallel.make_mesh()
@@ -45,12 +52,25 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) ->
   metrics = evaluator(trained.state.variables, corpus.splits[split], config.eval.iw_samples)
   metrics.update(split=split, seed=config.seed, checkpoint_step=trained.step,
                  checkpoint=trained.which, posterior=config.model.posterior)
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{split}.json")
+  return metrics
+
+
+def write_evaluation(workdir: str, metrics: dict) -> str:
+  """Writes `metrics` to <workdir>/eval_<split>.json; its path.
+
+  A failed write is a CvaeError and leaves no partial file.
+  """
+  path = os.path.join(workdir, f"eval_{metrics['split']}.json")
+  try:
     with open(path + ".tmp", "w") as f:
       json.dump(metrics, f, indent=2)
     os.replace(path + ".tmp", path)
-  return metrics
+  except OSError as e:
+    if os.path.isfile(path + ".tmp"):
+      os.remove(path + ".tmp")
+    raise CvaeError(f"cannot write {path}: {e.strerror or e}; the metrics are "
+                    "printed above") from e
+  return path
 
 
 def table(metrics: dict) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from cvae_jax.config import flat_fields
 from cvae_jax.errors import CvaeError
+from cvae_jax.writer import read_events
 
 # (metric key, column title, decimals)
 BOUNDS = (("iw_nll", "IW-NLL", 2), ("nll_elbo", "-ELBO", 2), ("kl", "KL", 2),
@@ -77,10 +78,8 @@ def load_result(workdir: str, split: str) -> RunResult:
   if os.path.isfile(eval_path):
     return RunResult(workdir, config, _read_json(eval_path))
   metrics = None
-  events_path = os.path.join(workdir, "metrics.jsonl")
-  if split == "test" and os.path.isfile(events_path):
-    with open(events_path) as f:
-      tests = [e for e in map(_json_line, f) if e and e.get("split") == "test"]
+  if split == "test" and os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    tests = [e for e in read_events(workdir) if e.get("split") == "test"]
     metrics = tests[-1] if tests else None
   return RunResult(workdir, config, metrics)
 
@@ -211,10 +210,3 @@ def _read_json(path: str):
       return json.load(f)
   except json.JSONDecodeError as e:
     raise CvaeError(f"{path} is not valid JSON: {e}") from e
-
-
-def _json_line(line: str) -> Optional[dict]:
-  try:
-    return json.loads(line)
-  except json.JSONDecodeError:
-    return None  # a torn last line of a killed run

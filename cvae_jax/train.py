@@ -19,13 +19,13 @@ from cvae_jax import data, parallel
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
-from cvae_jax.errors import CvaeError
+from cvae_jax.errors import CvaeError, Interrupted
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.models import TextVAE
 from cvae_jax.objectives import Objective
 from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
-from cvae_jax.workdir import prepare_workdir
+from cvae_jax.workdir import check_restart, prepare_workdir, with_run_data
 from cvae_jax.writer import MetricWriter
 
 
@@ -199,20 +199,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, validates every epoch, checkpoints, resumes; returns test metrics.
 
   Training ends after `num_steps` (or `num_epochs`) or earlier when the
-  validation NLL stops improving (see cvae_jax/plateau.py).
+  validation NLL stops improving (see cvae_jax/plateau.py). The test metrics
+  are those of the best checkpoint, with its `checkpoint_step`. Every check
+  comes before the first write; Ctrl-C raises `Interrupted` once the
+  checkpoint being written is complete.
   """
+  config = with_run_data(workdir, config)
   d, t = config.data, config.train
   validate(config)
+  check_restart(workdir, config)
   corpus = load_corpus(d)
   model = TextVAE(model_config(config, len(corpus.vocab)))
-  prepare_workdir(workdir, config, corpus.vocab)
-  mesh = parallel.make_mesh()
-  init_key, train_key, eval_key = root_keys(config.seed)
   train_split = corpus.splits["train"]
   per_epoch = data.steps_per_epoch(train_split, d.batch_size, d.bucket_lengths)
   if per_epoch == 0:
     raise CvaeError(f"the train split has too few sentences ({len(train_split)}) "
                     f"for one batch of config.data.batch_size={d.batch_size}")
+  prepare_workdir(workdir, config, corpus.vocab)
+  mesh = parallel.make_mesh()
+  init_key, train_key, eval_key = root_keys(config.seed)
 
   ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
   try:  # closing waits for the saves in flight, even on an exception
@@ -226,13 +231,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = _train_loop(config, state, plateau, ckpts, writer, evaluator, corpus,
                         train_key, total_steps(config, per_epoch), per_epoch, mesh)
     ckpts.wait()
-    test = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
-                         config.eval.train_iw_samples)
+    test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
+                                         config.eval.train_iw_samples)
     writer.write(int(state.step), "test", test)
     writer.close()
   finally:
     ckpts.close()
-  return test
+  return dict(test, split="test", checkpoint="best", checkpoint_step=checkpoint_step)
 
 
 
@@ -250,36 +255,44 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   batches = prefetch(train_batches(corpus.splits["train"], config, step, mesh))
-  for batch in itertools.islice(batches, remaining):
-    state, sums = step_fn(state, batch, train_key)
-    acc = sums if acc is None else metrics_lib.add(acc, sums)
-    step += 1
-    bar.update(1)
-    evaluate_now = step % eval_every == 0 or step == num_steps
-    save_now = evaluate_now or step % t.checkpoint_every == 0
-    if step % t.log_every == 0 or save_now:
-      _check_finite(state)
-      summary = metrics_lib.summarize(acc)
-      writer.write(step, "train", summary)
-      bar.set_postfix(loss=f"{summary['loss']:.2f}", kl=f"{summary['kl']:.2f}")
-      acc = None
-    if evaluate_now:
-      valid = evaluator(state.variables, corpus.splits["valid"], config.eval.train_iw_samples)
-      writer.write(step, "valid", valid)
-      state = _after_validation(state, valid["nll_elbo"], step, plateau, ckpts,
-                                t.lr_decay_factor, mesh)
-    if save_now:
-      ckpts.save(ckpts.latest, step, state, {"step": step, "plateau": plateau.to_json()})
-    if plateau.stopped:
-      break
-  batches.close()
-  bar.close()
+  try:
+    for batch in itertools.islice(batches, remaining):
+      state, sums = step_fn(state, batch, train_key)
+      acc = sums if acc is None else metrics_lib.add(acc, sums)
+      step += 1
+      bar.update(1)
+      evaluate_now = step % eval_every == 0 or step == num_steps
+      save_now = evaluate_now or step % t.checkpoint_every == 0
+      if step % t.log_every == 0 or save_now:
+        _check_finite(state)
+        summary = metrics_lib.summarize(acc)
+        writer.write(step, "train", summary)
+        bar.set_postfix(loss=f"{summary['loss']:.2f}", kl=f"{summary['kl']:.2f}")
+        acc = None
+      if evaluate_now:
+        valid = evaluator(state.variables, corpus.splits["valid"], config.eval.train_iw_samples)
+        writer.write(step, "valid", valid)
+        state = _after_validation(state, valid["nll_elbo"], step, plateau, ckpts,
+                                  t.lr_decay_factor, mesh)
+      if save_now:
+        ckpts.save(ckpts.latest, step, state, {"step": step, "plateau": plateau.to_json()})
+      if plateau.stopped:
+        break
+  except KeyboardInterrupt as e:
+    ckpts.wait()  # the checkpoint being written completes
+    raise Interrupted(step, ckpts.latest.latest_step()) from e
+  finally:
+    batches.close()
+    bar.close()
   return state
 
 
 def evaluate_best(ckpts: Checkpoints, state: TrainState, evaluator: Evaluator,
-                  split: data.Split, iw_samples: int) -> dict:
-  """Metrics of the best checkpoint (by validation NLL) on `split`."""
+                  split: data.Split, iw_samples: int) -> tuple[dict, int]:
+  """Metrics on `split` of the best checkpoint (by validation NLL), and its step.
+
+  Before the first best checkpoint: those of `state`.
+  """
   restored = ckpts.restore(ckpts.best, state)
-  best_state = restored[0] if restored else state
-  return evaluator(best_state.variables, split, iw_samples)
+  best_state, meta = restored if restored else (state, {"step": int(state.step)})
+  return evaluator(best_state.variables, split, iw_samples), int(meta["step"])

@@ -1,53 +1,88 @@
 """Metric events to <workdir>/metrics.jsonl and TensorBoard (tensorboardX).
 
 Each event is one JSON object: {"step": int, "split": "train"|"valid"|...,
-<metric>: float, ...}; TensorBoard gets `<split>/<metric>` scalars.
+<metric>: float, ...}; TensorBoard gets `<split>/<metric>` scalars. The two
+logs hold the same events: whenever events are dropped from metrics.jsonl,
+<workdir>/tb/ is rewritten from it.
 """
 
 import json
 import math
 import os
+import shutil
+import sys
 from typing import Mapping
 
 import jax
 from tensorboardX import SummaryWriter
 
+from cvae_jax.errors import CvaeError
+
 
 class MetricWriter:
-  """Writes from process 0 only; `truncate_after(step)` drops events past a resume."""
+  """Writes from process 0 only.
+
+  `truncate_after(step)` drops the events that a killed run wrote after the
+  checkpoint it resumes from; a new test event replaces the older ones.
+  """
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb_dir = os.path.join(workdir, "tb")
     self.enabled = jax.process_index() == 0
-    self._tb = SummaryWriter(os.path.join(workdir, "tb")) if self.enabled else None
+    self._tb = self._open_tb() if self.enabled else None
 
   def truncate_after(self, step: int) -> None:
-    """Forget the events a killed run wrote after the checkpoint it resumes from,
-    and the test events, which every run recomputes at its end."""
+    """Forget the events after `step` (the checkpoint a run resumes from)."""
     if not (self.enabled and os.path.exists(self.path)):
       return
-    with open(self.path) as f:
-      events = [json.loads(line) for line in f if line.strip()]
-    kept = [json.dumps(e) + "\n" for e in events
-            if e["step"] <= step and e["split"] != "test"]
-    with open(self.path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(self.path + ".tmp", self.path)
+    events = read_events(os.path.dirname(self.path))
+    kept = [e for e in events if e["step"] <= step]
+    if len(kept) < len(events) or not _ends_with_newline(self.path):
+      self._rewrite(kept)
 
   def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
+    """Appends one event; a test event replaces the run's earlier test events."""
     if not self.enabled:
       return
+    if split == "test" and os.path.exists(self.path):
+      events = read_events(os.path.dirname(self.path))
+      if any(e["split"] == "test" for e in events):
+        self._rewrite([e for e in events if e["split"] != "test"])
     event = {"step": int(step), "split": split,
              **{k: _json_float(v) for k, v in values.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(event) + "\n")
-    for name, value in values.items():
-      self._tb.add_scalar(f"{split}/{name}", value, step)
+    self._add_to_tb(event)
     self._tb.flush()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+  def _open_tb(self) -> SummaryWriter:
+    try:
+      return SummaryWriter(self.tb_dir)
+    except OSError as e:
+      raise CvaeError(f"cannot write TensorBoard logs to {self.tb_dir}: "
+                      f"{e.strerror or e}") from e
+
+  def _add_to_tb(self, event: dict) -> None:
+    for name, value in event.items():
+      if name not in ("step", "split"):
+        self._tb.add_scalar(f"{event['split']}/{name}", float(value), event["step"])
+
+  def _rewrite(self, events: list[dict]) -> None:
+    """metrics.jsonl and tb/ hold exactly `events` (metrics.jsonl replaced atomically)."""
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(json.dumps(e) + "\n" for e in events)
+    os.replace(self.path + ".tmp", self.path)
+    self._tb.close()
+    shutil.rmtree(self.tb_dir, ignore_errors=True)
+    self._tb = self._open_tb()
+    for event in events:
+      self._add_to_tb(event)
+    self._tb.flush()
 
 
 def _json_float(v) -> float | str | None:
@@ -55,7 +90,38 @@ def _json_float(v) -> float | str | None:
   return v if math.isfinite(v) else str(v)
 
 
+def _ends_with_newline(path: str) -> bool:
+  with open(path, "rb") as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+      return True
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
 def read_events(workdir: str) -> list[dict]:
-  """All events of a run's metrics.jsonl, in order."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All events of a run's metrics.jsonl, in order.
+
+  A last line without its newline that is not JSON (the run stopped while
+  writing it) is dropped with a warning; any other line that is not JSON is a
+  CvaeError naming the line.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    lines = f.read().split("\n")
+  last = lines.pop()  # '' when the file ends with a newline
+  events = []
+  for number, line in enumerate(lines, start=1):
+    if line.strip():
+      try:
+        events.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise CvaeError(f"{path}, line {number} is not a JSON event ({e.msg}); "
+                        "remove that line") from e
+  if last.strip():
+    try:
+      events.append(json.loads(last))
+    except json.JSONDecodeError:
+      print(f"warning: {path}: dropped the unfinished last line {last[:40]!r}... "
+            "(the run stopped while writing it)", file=sys.stderr)
+  return events

@@ -2,11 +2,13 @@
 
   python launch/evaluate.py --config configs/ptb.py --workdir runs/ptb --split test
 
-Writes <workdir>/eval_<split>.json and prints a table. K for the
-importance-weighted NLL is --config.eval.iw_samples (500 by default).
+Prints a table, then writes <workdir>/eval_<split>.json. K for the
+importance-weighted NLL is --config.eval.iw_samples (500 by default). Without
+--config.data.source_dir (and tfds_dir), the run's own data is read.
 """
 
-from absl import app, flags
+from absl import flags
+import jax
 
 from cvae_jax import cli, report
 
@@ -15,14 +17,11 @@ SPLIT = flags.DEFINE_enum("split", "test", ["train", "valid", "test"], "Split to
 
 def main(argv):
   del argv
-
-  def run():
-    metrics = report.evaluate_run(cli.CONFIG.value, cli.WORKDIR.value, SPLIT.value)
+  metrics = report.evaluate_run(cli.CONFIG.value, cli.WORKDIR.value, SPLIT.value)
+  if jax.process_index() == 0:
     print(report.table(metrics))
-
-  cli.run(run)
+    report.write_evaluation(cli.WORKDIR.value, metrics)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main, required=["config", "workdir"])

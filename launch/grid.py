@@ -12,7 +12,7 @@ passed on to launch/train.py and launch/evaluate.py. Exits 1 if a run failed.
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from cvae_jax import cli, grid
 
@@ -28,21 +28,16 @@ PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (several fit one 
 
 def main(argv):
   del argv
-
-  def run():
-    sweeps = grid.parse_sweeps(cli.CONFIG.value, SWEEP.value)
-    config_flags = grid.config_flags(sys.argv[1:])
-    grid.record(ROOT.value, sys.argv[1:])
-    status = grid.run_grid(ROOT.value, grid.grid_runs(sweeps), config_flags,
-                           SPLIT.value or None, PARALLEL.value)
-    width = max(map(len, status))
-    print("\n".join(f"{name:<{width}}  {s}" for name, s in status.items()))
-    if any(s.startswith("failed") for s in status.values()):
-      sys.exit(1)
-
-  cli.run(run)
+  sweeps = grid.parse_sweeps(cli.CONFIG.value, SWEEP.value)
+  config_flags = grid.config_flags(sys.argv[1:])
+  grid.record(ROOT.value, sys.argv[1:])
+  status = grid.run_grid(ROOT.value, grid.grid_runs(sweeps), config_flags,
+                         SPLIT.value or None, PARALLEL.value)
+  width = max(map(len, status))
+  print("\n".join(f"{name:<{width}}  {s}" for name, s in status.items()))
+  if any(s.startswith("failed") for s in status.values()):
+    sys.exit(1)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "root"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main, required=["config", "root"])

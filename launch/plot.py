@@ -1,10 +1,12 @@
 """Figures of one or more runs: python launch/plot.py runs/a runs/b --out figures
 
 Writes, and prints the path of, each figure the runs support (see
-cvae_jax/figures.py).
+cvae_jax/figures.py); says on stderr which runs a figure leaves out and why.
 """
 
-from absl import app, flags
+import sys
+
+from absl import flags
 
 from cvae_jax import cli, figures
 
@@ -12,9 +14,11 @@ OUT = flags.DEFINE_string("out", None, "Folder for the PNG files (created if nee
 
 
 def main(argv):
-  cli.run(lambda: print("\n".join(figures.write_figures(argv[1:], OUT.value))))
+  written, notes = figures.write_figures(argv[1:], OUT.value)
+  print("\n".join(written))
+  for note in notes:
+    print(f"note: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["out"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main, required=["out"])

@@ -10,9 +10,10 @@ tables, keeping the prose around them), or to stdout without --out.
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from cvae_jax import cli, results
+from cvae_jax.errors import CvaeError
 
 OUT = flags.DEFINE_string("out", None, "Markdown file to write the tables into.")
 NAME = flags.DEFINE_string("name", "results", "Name of the block in --out.")
@@ -20,21 +21,17 @@ SPLIT = flags.DEFINE_string("split", "test", "Which eval_<split>.json to read.")
 
 
 def main(argv):
-  def run():
-    command = shlex.join(["python", "launch/report.py", *sys.argv[1:]])
-    text = results.report(argv[1:], SPLIT.value, command)
-    if OUT.value:
-      results.write_block(OUT.value, NAME.value, text)
-      print(OUT.value)
-    else:
-      print(text)
-
   if len(argv) < 2:
-    print("error: give run folders: python launch/report.py RUN_OR_GRID ... "
-          "[--out FILE]", file=sys.stderr)
-    sys.exit(2)
-  cli.run(run)
+    raise CvaeError("give run folders: python launch/report.py RUN_OR_GRID ... "
+                    "[--out FILE]")
+  command = shlex.join(["python", "launch/report.py", *sys.argv[1:]])
+  text = results.report(argv[1:], SPLIT.value, command)
+  if OUT.value:
+    results.write_block(OUT.value, NAME.value, text)
+    print(OUT.value)
+  else:
+    print(text)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main)

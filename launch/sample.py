@@ -28,7 +28,7 @@ best yet).
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 import jax
 
 from cvae_jax import cli, sampling
@@ -132,10 +132,5 @@ def generate(argv: list[str]) -> None:
     print("\n".join(row["text"] for row in rows))
 
 
-def main(argv):
-  cli.run(lambda: generate(argv))
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(generate, required=["config", "workdir"])

@@ -1,19 +1,21 @@
 """Train a model: python launch/train.py --config configs/ptb.py --workdir runs/ptb
 
 Resumes from the newest checkpoint in --workdir; override any config field
-with --config.<group>.<field>=value.
+with --config.<group>.<field>=value. Ends with a table of the test metrics
+of the best checkpoint (lowest validation -ELBO).
 """
 
-from absl import app, flags
+import jax
 
-from cvae_jax import cli, train
+from cvae_jax import cli, report, train
 
 
 def main(argv):
   del argv
-  cli.run(lambda: train.train_and_evaluate(cli.CONFIG.value, cli.WORKDIR.value))
+  test = train.train_and_evaluate(cli.CONFIG.value, cli.WORKDIR.value)
+  if jax.process_index() == 0:
+    print(report.table(test))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.launch(main, required=["config", "workdir"])

@@ -1,4 +1,7 @@
-"""Tiny models and batches shared by the tests."""
+"""Tiny models, batches and readers shared by the tests."""
+
+import os
+import struct
 
 import jax
 import numpy as np
@@ -36,3 +39,22 @@ def perturb(params: dict, seed: int, noise=0.5, scale=1.0) -> dict:
   return jax.tree.unflatten(tree, [
       (p + noise * jax.random.normal(k, p.shape)) * (1.0 if path[0].key == "marginals" else scale)
       for (path, p), k in zip(leaves, keys)])
+
+
+def tb_scalars(tb_dir) -> list[tuple[str, int, float]]:
+  """Every (tag, step, value) scalar in the TensorBoard event files of `tb_dir`, sorted.
+
+  Event files are TFRecords: [length u64][crc u32][Event proto][crc u32].
+  """
+  from tensorboardX.proto import event_pb2
+  scalars = []
+  for name in os.listdir(tb_dir):
+    with open(os.path.join(tb_dir, name), "rb") as f:
+      content = f.read()
+    offset = 0
+    while offset < len(content):
+      (length,) = struct.unpack("<Q", content[offset:offset + 8])
+      event = event_pb2.Event.FromString(content[offset + 12:offset + 12 + length])
+      scalars += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+      offset += 12 + length + 4
+  return sorted(scalars)

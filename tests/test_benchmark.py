@@ -1,33 +1,116 @@
-"""launch/benchmark.py at a tiny size: it runs, and its JSON has the fields."""
+"""launch/benchmark.py at a tiny size: it runs, and its JSON has the fields; the
+FLOP counts and ratios it reports."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+
+from cvae_jax import benchmark
+from tests.helpers import init_variables, tiny_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIELDS = {"case", "posterior", "unit", "median", "min", "max", "rounds", "compile_s",
+FIELDS = {"impl", "case", "posterior", "unit", "median", "min", "max", "rounds", "compile_s",
           "dtype", "peak_host_mb", "peak_device_mb", "device_kind", "device_count"}
 
 
 def test_benchmark_prints_one_record_per_case(tmp_path):
+  """With torch installed, also `--peer torch`: the peer's cases and the ratios."""
+  peer = importlib.util.find_spec("torch") is not None
   out = tmp_path / "bench.jsonl"
   result = subprocess.run(
       [sys.executable, "launch/benchmark.py", "--config", "configs/synthetic.py:tiny",
        f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--posteriors", "copula",
        "--dtypes", "float32,bfloat16", "--rounds", "2", "--warmup", "1",
-       "--config.eval.iw_samples=4", "--out", str(out)],
+       "--config.eval.iw_samples=4", "--out", str(out)] + (["--peer", "torch"] if peer else []),
       cwd=ROOT, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in out.read_text().splitlines()]
-  assert [(r["case"], r["posterior"], r["dtype"]) for r in records] == [
-      (case, posterior, dtype) for dtype in ("float32", "bfloat16")
+  peer_cases = [("torch", "train_fixed")] if peer else []
+  assert [(r["impl"], r["case"], r["posterior"], r["dtype"]) for r in records] == [
+      (impl, case, posterior, dtype) for dtype in ("float32", "bfloat16")
       for posterior in ("copula",)
-      for case in ("train_fixed", "train_pipeline", "eval_iw")] + [("matmul", "-", "float32")]
+      for impl, case in [("jax", "train_fixed"), ("jax", "train_pipeline"),
+                         ("jax", "eval_iw")] + peer_cases] + [
+          (impl, "matmul", "-", "float32") for impl in ["jax"] + ["torch"] * peer]
   for r in records:
     assert FIELDS <= set(r)
     assert 0 < r["min"] <= r["median"] <= r["max"]
-    assert r["device_count"] == 2
+    assert r["device_count"] == (2 if r["impl"] == "jax" else 1)
+    assert ("of_matmul" in r) == (r["case"] in ("train_fixed", "eval_iw"))
   assert all(r["epoch_s"] > 0 for r in records if r["case"] == "train_pipeline")
+  assert all((r["impl"] == "jax" and r["case"] in ("train_fixed", "matmul")) == ("vs_peer" in r)
+             for r in records if peer)
   assert "train_pipeline" in result.stdout  # the table
+
+
+def _dot_flops(jaxpr) -> float:
+  """FLOPs of every dot_general in a jaxpr, scans counted `length` times."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_c, _), (lhs_b, _) = eqn.params["dimension_numbers"]
+      lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total += 2.0 * np.prod(out) * np.prod([lhs[i] for i in lhs_c])
+      del rhs, lhs_b
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      total += _dot_flops(sub) * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
+  return total
+
+
+def test_flop_formulas_count_the_matmuls_autodiff_runs():
+  """train_flops against the dot_generals of the loss's gradient, decoder_flops
+  against the extra dots of one more importance sample; the posterior heads,
+  latent_to_carry and the copula add the small rest."""
+  model = tiny_model("copula", vocab_size=400, feed_latent=True)
+  m = model.config
+  batch = benchmark.fixed_batch(4, 7, m.vocab_size)
+  variables = init_variables(model, batch)
+
+  def loss(params):
+    terms, _ = model.apply({**variables, "params": params}, batch["tokens"], batch["lengths"],
+                           train=True, rngs={"latent": jax.random.key(0),
+                                             "dropout": jax.random.key(1)},
+                           mutable=["batch_stats"])
+    return jnp.sum(terms["rec"] + terms["kl"] - terms["copula_term"])
+  counted = _dot_flops(jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr)
+  np.testing.assert_allclose(counted, 4 * 6 * benchmark.train_flops(m, 7), rtol=0.03)
+
+  def log_px(samples):
+    z = jnp.zeros((samples, 4, m.latent_dim))
+    return model.apply(variables, batch["tokens"], batch["lengths"], z,
+                       method=type(model).log_likelihood)
+  per_sample = (_dot_flops(jax.make_jaxpr(lambda: log_px(3))().jaxpr)
+                - _dot_flops(jax.make_jaxpr(lambda: log_px(2))().jaxpr))
+  np.testing.assert_allclose(per_sample, 4 * 6 * benchmark.decoder_flops(m), rtol=0.03)
+
+
+def test_compare_gives_per_round_ratios_and_the_table_shows_them():
+  def rec(impl, case, rates, flops=None):
+    r = {"impl": impl, "case": case, "posterior": "copula" if case != "matmul" else "-",
+         "dtype": "float32", "unit": "x", "rates": rates, "median": float(np.median(rates)),
+         "min": min(rates), "max": max(rates), "compile_s": 1.0}
+    if flops:
+      r.update(flops_per_unit=flops, gflops=r["median"] * flops / 1e9)
+    return r
+  records = [rec("jax", "train_fixed", [100.0, 50.0, 90.0], 1e9),
+             rec("torch", "train_fixed", [50.0, 50.0, 30.0], 1e9),
+             rec("jax", "matmul", [200.0, 100.0, 100.0], 1e9),
+             rec("torch", "matmul", [100.0, 100.0, 100.0], 1e9)]
+  benchmark.compare(records)
+  jax_step, torch_step = records[:2]
+  assert jax_step["vs_peer"] == 2.0 and jax_step["peer"] == "torch"  # rounds: 2, 1, 3
+  assert jax_step["of_matmul"] == 0.5  # rounds: 0.5, 0.5, 0.9
+  assert torch_step["of_matmul"] == 0.5 and "vs_peer" not in torch_step
+  assert records[2]["vs_peer"] == 1.0 and "of_matmul" not in records[2]  # 2, 1, 1
+  lines = benchmark.table(records).splitlines()
+  assert "vs peer" in lines[0] and "of matmul" in lines[0]
+  assert lines[1].split()[:2] == ["jax", "train_fixed"] and "2.00" in lines[1] and "50%" in lines[1]

@@ -11,6 +11,7 @@ import pytest
 from cvae_jax.data import (BOS, EOS, PAD, UNK, Split, Vocab, eval_batches,
                            load_corpus, steps_per_epoch, train_batches)
 from cvae_jax.data import synthetic
+from cvae_jax.data import text_builders
 from cvae_jax.errors import DataError
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -186,7 +187,7 @@ def test_bad_file_then_fixed(tmp_path, split, content, message):
   config = _config(tmp_path / "tfds", "ptb", source)
   with pytest.raises(DataError, match=message):
     load_corpus(config)
-  assert not [p for p in (tmp_path / "tfds").rglob("*") if p.is_file()]
+  assert not (tmp_path / "tfds").exists()  # no empty folders left behind either
   _write_source(source, **{split: GOOD[split]})
   corpus = load_corpus(config)
   assert corpus.vocab.decode(corpus.splits[split].sentence(0)) == (
@@ -208,10 +209,38 @@ def test_failure_in_last_split_leaves_nothing(tmp_path):
   config = _config(tmp_path / "tfds", "ptb", source)
   with pytest.raises(DataError, match=r"test\.txt, line 2"):
     load_corpus(config)
-  assert not [p for p in (tmp_path / "tfds").rglob("*") if p.is_file()]
+  assert not (tmp_path / "tfds").exists()
   _write_source(source, test=b"b\nc a\n")
   corpus = load_corpus(config)
   assert len(corpus.splits["test"]) == 2
+
+
+def test_a_failed_preparation_removes_only_what_it_created(tmp_path):
+  load_corpus(_config(tmp_path / "tfds", "ptb", _write_source(tmp_path / "good", **GOOD)))
+  before = sorted((tmp_path / "tfds").rglob("*"))
+  bad = _write_source(tmp_path / "bad", **{**GOOD, "valid": b"a\n\n"})
+  with pytest.raises(DataError, match=r"valid\.txt, line 2 is empty"):
+    load_corpus(_config(tmp_path / "tfds", "ptb", bad))
+  assert sorted((tmp_path / "tfds").rglob("*")) == before
+
+
+def test_a_failed_download_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+  # A closed local port: refused at once, with or without a network.
+  monkeypatch.setattr(text_builders.CvaePtb, "URLS",
+                      {split: f"http://127.0.0.1:9/ptb.{split}.txt"
+                       for split in ("train", "valid", "test")})
+  with pytest.raises(DataError, match=r"cannot download the public cvae_ptb files .*"
+                     r"set config.data.source_dir"):
+    load_corpus(_config(tmp_path / "tfds", "ptb"))
+  assert not (tmp_path / "tfds").exists()  # no partial downloads, no empty folders
+
+
+def test_a_byte_order_mark_and_crlf_are_not_part_of_words(tmp_path):
+  source = _write_source(tmp_path / "src", **{
+      **GOOD, "train": b"\xef\xbb\xbfa b c\r\nb c\r\nc d e f\r\n"})
+  corpus = load_corpus(_config(tmp_path / "tfds", "ptb", source))
+  assert corpus.vocab.tokens[4:] == ("c", "b", "a", "d", "e", "f")
+  assert corpus.vocab.decode(corpus.splits["train"].sentence(0)) == "a b c"
 
 
 @pytest.mark.parametrize("train, message", [

@@ -9,19 +9,21 @@ from matplotlib import image
 import numpy as np
 import pytest
 
-from cvae_jax import plotting
+from cvae_jax import figures, plotting
 from cvae_jax.errors import CvaeError
+from cvae_jax.writer import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fake_run(workdir, copula_weight, posterior="copula", nan=False, test=True,
-              evaluation=None):
+              evaluation=None, dataset="ptb", hidden_dim=200):
   """A run directory with config.json, metrics.jsonl and maybe eval_test.json."""
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"data": {"name": "ptb"},
-               "model": {"posterior": posterior, "copula_weight": copula_weight}}, f)
+    json.dump({"data": {"name": dataset},
+               "model": {"posterior": posterior, "copula_weight": copula_weight,
+                         "emb_dim": 200, "hidden_dim": hidden_dim, "latent_dim": 32}}, f)
   events = []
   for i in range(1, 5):
     events.append({"step": 10 * i, "split": "train", "rec": 90.0 - i, "loss": 95.0 - i,
@@ -104,10 +106,36 @@ def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
   out = tmp_path / "figures"
   result = _launch("plot.py", *sweep, "--out", str(out))
   assert result.returncode == 0, result.stderr
-  names = ["training_curves.png", "diagnostics.png", "lambda_sweep.png"]
+  names = ["training_curves.png", "diagnostics.png",
+           "lambda_sweep_ptb_emb200_hidden200_z32.png"]
   assert result.stdout.split() == [str(out / name) for name in names]
+  assert result.stderr == ""  # no run is left out
   for name in names:
     _assert_png(out / name)
+
+
+def test_lambda_sweeps_group_runs_by_dataset_and_size_and_name_the_runs_left_out(
+    sweep, tmp_path):
+  others = [_fake_run(tmp_path / "syn", 0.9, dataset="synthetic"),
+            _fake_run(tmp_path / "big", 0.3, hidden_dim=512),
+            _fake_run(tmp_path / "new", 0.7)]
+  with open(os.path.join(others[-1], "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 10, "split": "train", "rec": 90.0}) + "\n")
+  runs = [plotting.load_run(w) for w in sweep + others]
+  sweeps, notes = figures.lambda_sweeps(runs)
+  assert {name: [run.name for run in group] for name, group in sweeps.items()} == {
+      "lambda_sweep_ptb_emb200_hidden200_z32.png": ["l01", "l05", "l10", "vae"]}
+  assert notes == [
+      "lambda_sweep_ptb_emb200_hidden200_z32.png leaves out new: no test or "
+      "validation metrics yet",
+      "lambda_sweep_ptb_emb200_hidden200_z32.png leaves out syn, big: another "
+      "dataset or model size"]
+  # No group spans two lambdas: no sweep across datasets or sizes, and a note says so.
+  sweeps, notes = figures.lambda_sweeps(runs[:1] + runs[4:6])
+  assert sweeps == {}
+  assert notes == ["no lambda_sweep: no runs of one dataset and model size span two λ "
+                   "with metrics (ptb emb200_hidden200_z32: l01; synthetic "
+                   "emb200_hidden200_z32: syn; ptb emb200_hidden512_z32: big)"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -127,6 +155,14 @@ def test_posterior_means_of_a_real_synthetic_run(tmp_path):
                     f"--workdir={tmp_path / 'run'}",
                     f"--config.data.tfds_dir={tmp_path / 'tfds'}")
   assert trained.returncode == 0, trained.stderr
+  # Training ends with the test metrics of the best checkpoint, as a table.
+  table = trained.stdout[trained.stdout.index("split "):].splitlines()
+  rows = {label.strip(): value for label, value in (row.rsplit("  ", 1) for row in table)}
+  best = min((e for e in read_events(str(tmp_path / "run")) if e["split"] == "valid"),
+             key=lambda e: e["nll_elbo"])
+  test = [e for e in read_events(str(tmp_path / "run")) if e["split"] == "test"]
+  assert rows["checkpoint's train step"] == str(best["step"])
+  assert rows["NLL, -ELBO (nats/sentence, upper bound)"] == f"{test[0]['nll_elbo']:,.2f}"
   out = tmp_path / "figures"
   result = _launch("plot.py", str(tmp_path / "run"), "--out", str(out))
   assert result.returncode == 0, result.stderr

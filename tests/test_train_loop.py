@@ -2,18 +2,23 @@
 
 import functools
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
+from absl import flags
 import jax
 import numpy as np
 import pytest
 
-from cvae_jax import train
+from cvae_jax import cli, train
 from cvae_jax.config import validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
 from configs import synthetic
+from tests.helpers import tb_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +63,7 @@ ONE_SHAPE = {"data.bucket_lengths": (24,), "data.max_length": 22}  # fewer compi
     {**ONE_SHAPE, "model.posterior": "vmf", "eval.train_iw_samples": 2},
     {**ONE_SHAPE, "model.posterior": "full_gaussian", "eval.train_iw_samples": 2},
 ], ids=["default", "procedures_flow", "vmf", "full_gaussian"])
-def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, options):
+def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys, options):
   config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)
   config.update_from_flattened_dict(options)
   real = functools.lru_cache(train.jit_train_step)  # the three runs compile the step once
@@ -76,8 +81,13 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, options)
     return step
 
   monkeypatch.setattr(train, "jit_train_step", dies_after_25_steps)
-  with pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  flags.FLAGS.mark_as_parsed()  # cli.run reads --multihost
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(lambda: train.train_and_evaluate(config, str(tmp_path / "resumed")))
+  assert exit_.value.code == 130
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      "interrupted at step 25; the checkpoint of step 20 is kept; "
+      "run the same command to resume")
   monkeypatch.setattr(train, "jit_train_step", real)
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
 
@@ -85,6 +95,8 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, options)
   assert straight[0] == resumed[0] == 40
   jax.tree.map(np.testing.assert_array_equal, resumed[1], straight[1])
   assert read_events(str(tmp_path / "resumed")) == read_events(str(tmp_path / "straight"))
+  # TensorBoard too: the steps 21-25 written before the kill are not there twice.
+  assert tb_scalars(tmp_path / "resumed" / "tb") == tb_scalars(tmp_path / "straight" / "tb")
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -94,6 +106,10 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
   with pytest.raises(CvaeError, match="NaN or inf at step 22"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert _latest_params(tmp_path / "run")[0] == 20
+  # The first run's test row stays: only a new test row replaces it.
+  events = read_events(str(tmp_path / "run"))
+  assert [(e["step"], e["split"]) for e in events] == [
+      (20, "train"), (20, "valid"), (20, "test")]
 
 
 def test_a_workdir_of_another_model_is_refused(tmp_path):
@@ -104,24 +120,27 @@ def test_a_workdir_of_another_model_is_refused(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def _launch(tmp_path, *flags):
+def _launch(tmp_path, *args):
   return subprocess.run(
       [sys.executable, "launch/train.py", "--config", "configs/synthetic.py:tiny",
-       f"--config.data.tfds_dir={tmp_path / 'tfds'}", *flags],
+       f"--config.data.tfds_dir={tmp_path / 'tfds'}", *args],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, XLA_FLAGS=""))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--config.model.nope=1"], "unknown config field"),
+@pytest.mark.parametrize("args, message", [
+    (["--config.model.nope=1"], "error: unknown config field config.model.nope; "
+     "config.model has bn_gamma, copula_weight, dropout,"),
+    (["--config.data.batch_size=0"], "error: config.data.batch_size=0 must be a positive "
+     "multiple of the 1 devices"),
     (["--config.model.posterior=iaf"], "unknown posterior 'iaf'"),
     (["--config.data.name=ptb", "--config.data.source_dir=/nonexistent/ptb"],
      "/nonexistent/ptb"),
     (["--config.data.name=imdb"], "imdb"),
     (["--config.data.max_length=500"], "exceeds the largest of config.data.bucket_lengths"),
 ])
-def test_bad_input_exits_non_zero_with_one_clear_message(tmp_path, flags, message):
-  result = _launch(tmp_path, "--workdir", str(tmp_path / "run"), *flags)
+def test_bad_input_exits_non_zero_with_one_clear_message(tmp_path, args, message):
+  result = _launch(tmp_path, "--workdir", str(tmp_path / "run"), *args)
   assert result.returncode == 2
   assert message in result.stderr
   assert "Traceback" not in result.stderr
@@ -143,3 +162,45 @@ def test_bad_settings_are_refused_before_a_run_starts(options, message):
   config.update_from_flattened_dict(options)
   with pytest.raises(CvaeError, match=message):
     validate(config)
+
+
+def test_a_missing_workdir_is_named_without_unrelated_hints(tmp_path):
+  result = _launch(tmp_path)
+  assert result.returncode == 2
+  assert result.stderr == ("error: --workdir is required: Run directory: checkpoints, "
+                           "metrics, logs.\n")
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_with_one_line_and_exit_130_keeping_the_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  # A child inherits an ignored SIGINT (as in a background job): let it have Ctrl-C.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = subprocess.Popen(
+        [sys.executable, "launch/train.py", "--config", "configs/synthetic.py:tiny",
+         f"--config.data.tfds_dir={tmp_path / 'tfds'}", f"--workdir={workdir}",
+         "--config.train.num_steps=100000", "--config.train.checkpoint_every=10"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, XLA_FLAGS=""))
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  try:
+    deadline = time.time() + 300
+    while not (workdir / "checkpoints").is_dir() or not any(
+        name.isdigit() for name in os.listdir(workdir / "checkpoints")):
+      assert time.time() < deadline and proc.poll() is None
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130
+  assert "Traceback" not in stderr
+  message = stderr.splitlines()[-1]
+  match = re.fullmatch(r"interrupted at step (\d+); the checkpoint of step (\d+) is kept; "
+                       "run the same command to resume", message)
+  assert match, stderr[-3000:]
+  step, checkpoint = map(int, match.groups())
+  kept = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
+  assert checkpoint == max(kept) and checkpoint <= step

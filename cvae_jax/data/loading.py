@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 from typing import Any, Callable, Optional, Sequence
 
 import grain
@@ -55,8 +56,7 @@ def load_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
   """
   tfds.disable_progress_bar()
   builder, download_config = _builder(data_config)
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=download_config)
+  _prepare(builder, download_config)
   raw = {split: _read(builder, split) for split in SPLITS}
   vocab = Vocab.build((text.split() for text in raw["train"].texts),
                       data_config.max_vocab_size)
@@ -83,6 +83,49 @@ def _builder(data_config) -> tuple[tfds.core.DatasetBuilder,
                     f"config.data.name to one of {', '.join(_NAMES)}.")
   return builder, tfds.download.DownloadConfig(
       manual_dir=data_config.source_dir or None, try_download_gcs=False)
+
+
+def _prepare(builder: tfds.core.DatasetBuilder,
+             download_config: tfds.download.DownloadConfig) -> None:
+  """`builder.download_and_prepare`; when it fails, removes what it created.
+
+  TFDS leaves the dataset's folders and the downloads folder behind, empty,
+  and partial downloads (`*.tmp.*`) and, when interrupted, `incomplete.*`
+  folders; a failed preparation removes those it started and the folders it
+  created that are then empty.
+  """
+  version_dir = os.fspath(builder.data_dir)  # <root>/<name>/<config>/<version>
+  root = os.path.dirname(os.path.dirname(os.path.dirname(version_dir)))
+  downloads = os.path.join(root, "downloads")  # TFDS's default download_dir
+  folders = [version_dir, os.path.dirname(version_dir),
+             os.path.dirname(os.path.dirname(version_dir)),
+             os.path.join(downloads, builder.name), os.path.join(downloads, "extracted"),
+             downloads, root]  # deepest first
+  existed = {folder: set(os.listdir(folder)) if os.path.isdir(folder) else None
+             for folder in folders}
+  try:
+    builder.download_and_prepare(file_format="array_record",
+                                 download_config=download_config)
+  except BaseException:
+    _remove_leftovers(existed)
+    raise
+
+
+def _remove_leftovers(existed: dict[str, Optional[set[str]]]) -> None:
+  """In each folder (deepest first), removes the new temporary entries, then the
+  folder itself if it is new and empty. `existed`: folder -> its entries
+  before, or None if it did not exist."""
+  for folder, before in existed.items():
+    if not os.path.isdir(folder):
+      continue
+    for entry in set(os.listdir(folder)) - (before or set()):
+      path = os.path.join(folder, entry)
+      if os.path.isdir(path) and (".tmp." in entry or entry.startswith("incomplete.")):
+        shutil.rmtree(path)
+      elif ".tmp." in entry:
+        os.remove(path)
+    if before is None and not os.listdir(folder):
+      os.rmdir(folder)
 
 
 def _origin(data_config, split: str) -> str:

@@ -34,6 +34,8 @@ def fingerprint(paths: Sequence[epath.PathLike]) -> str:
 def read_lines(path: epath.PathLike) -> Iterator[tuple[int, str]]:
   """Yields `(line_number, words)`, 1-based, words joined by single spaces.
 
+  A leading UTF-8 byte-order mark and CRLF line ends are dropped.
+
   Raises:
     DataError: naming the file (and line) when it is missing or empty, is not
       UTF-8, or has a line with no words.
@@ -46,7 +48,7 @@ def read_lines(path: epath.PathLike) -> Iterator[tuple[int, str]]:
     raise DataError(f"{path}, line {line}: bytes that are not UTF-8 "
                     f"({content[e.start:e.end]!r}). Re-encode the file as "
                     "UTF-8.") from e
-  lines = text.split("\n")
+  lines = text.removeprefix("\ufeff").split("\n")  # a UTF-8 byte-order mark is no word
   if lines[-1] == "":
     lines.pop()  # The final newline ends the last line; it opens no new one.
   if not lines:

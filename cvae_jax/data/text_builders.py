@@ -8,6 +8,7 @@ different files.
 """
 
 import os
+import urllib.request
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -15,8 +16,10 @@ import tensorflow_datasets as tfds
 from cvae_jax.data import raw_text
 from cvae_jax.data import tfds_base
 from cvae_jax.data.corpus import SPLITS
+from cvae_jax.errors import DataError
 
 PUBLIC = "public"
+_REACH_TIMEOUT_S = 20  # seconds to wait for the first answer of a download server
 
 
 def source_config(source_dir: str) -> tfds.core.BuilderConfig:
@@ -47,11 +50,29 @@ class _TextBuilder(tfds_base.Builder, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     if self.builder_config.name == PUBLIC:
-      paths = dl_manager.download(self.URLS)
+      paths = self._download(dl_manager)
     else:
       paths = {split: dl_manager.manual_dir / f"{split}.txt"
                for split in SPLITS}
     return {split: self._generate_examples(paths[split]) for split in SPLITS}
+
+  def _download(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    """The public files; unreachable ones are a DataError at once.
+
+    TFDS retries a failed connection with backoff for minutes, so one quick
+    request first tells an offline machine from a slow server.
+    """
+    try:
+      for url in self.URLS.values():
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                               timeout=_REACH_TIMEOUT_S).close()
+      return dl_manager.download(self.URLS)
+    except Exception as e:  # pylint: disable=broad-except
+      # Network failures surface as many types (urllib, requests, urllib3, OSError).
+      raise DataError(
+          f"cannot download the public {self.name} files ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:200]}). {self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      ) from e
 
   def _generate_examples(self, path):
     for number, line in raw_text.read_lines(path):

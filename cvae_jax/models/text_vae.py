@@ -98,7 +98,8 @@ class TextVAE(nn.Module):
     return self.posterior(jnp.concatenate([h, c], axis=-1), train)
 
   def initial_carry(self, z: Optional[jax.Array], batch: int) -> Carry:
-    """(c0, h0) = split(tanh(Linear(z))), or zeros without a latent."""
+    """(c0, h0) = split(tanh(Linear(z))), each [..., batch, hidden] for z
+    [..., batch, latent]; zeros [batch, hidden] without a latent."""
     if z is None:
       zeros = jnp.zeros((batch, self.config.hidden_dim), jnp.float32)
       return zeros, zeros
@@ -111,26 +112,26 @@ class TextVAE(nn.Module):
 
     Args:
       inputs: [batch, steps] int32 input tokens.
-      z: [batch, latent] or None.
+      z: [..., batch, latent] or None; leading dimensions are samples that
+        share the inputs, which are embedded and projected once for all.
       train: enables dropout.
       carry: the decoder state to continue from; from z when None.
 
     Returns:
-      the final carry and the logits, [batch, steps, vocab] float32.
+      the final carry and the logits, [..., batch, steps, vocab] float32.
     """
     x = self._embed(inputs, train)
-    if z is not None and self.config.feed_latent:
-      z_steps = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
-      x = jnp.concatenate([x, z_steps.astype(x.dtype)], axis=-1)
+    static = z if z is not None and self.config.feed_latent else None
     if carry is None:
       carry = self.initial_carry(z, inputs.shape[0])
-    carry, h = self.decoder_lstm(x, initial_carry=carry)
+    carry, h = self.decoder_lstm(x, initial_carry=carry, static_inputs=static)
     h = self.output_dropout(h, deterministic=not train)
     return carry, self.out(h)
 
   def log_likelihood(self, tokens: jax.Array, lengths: jax.Array,
                      z: Optional[jax.Array], train: bool = False) -> jax.Array:
-    """log p(x|z) summed over the predicted tokens: [batch] float32.
+    """log p(x|z) summed over the predicted tokens: [..., batch] float32 for z
+    [..., batch, latent] (leading sample dimensions share the tokens).
 
     In training the decoder reads its inputs after word dropout.
     """
@@ -139,9 +140,9 @@ class TextVAE(nn.Module):
       inputs = word_dropout(self.make_rng("dropout"), inputs, lengths,
                             self.config.word_dropout)
     _, logits = self.decode(inputs, z, train)
-    targets = tokens[:, 1:]
+    targets = jnp.broadcast_to(tokens[:, 1:], logits.shape[:-1])
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    mask = jnp.arange(targets.shape[1])[None, :] < (lengths[:, None] - 1)
+    mask = jnp.arange(targets.shape[-1])[None, :] < (lengths[:, None] - 1)
     return -jnp.sum(jnp.where(mask, nll, 0.0), axis=-1)
 
   def __call__(self, tokens: jax.Array, lengths: jax.Array, train: bool = False

@@ -1,0 +1,109 @@
+"""A run's workdir: restarts of another model or objective are refused, other changes
+are recorded, failed checks and failed writes leave nothing behind."""
+
+import json
+import os
+
+from absl import flags
+import pytest
+
+from cvae_jax import cli, data, train
+from cvae_jax.errors import CvaeError
+from cvae_jax.workdir import prepare_workdir, with_run_data
+from configs import ptb
+
+VOCAB = data.Vocab((*data.vocab.SPECIALS, "a", "b"))
+
+
+@pytest.fixture
+def run(tmp_path):
+  """A workdir holding a run of configs/ptb.py:tiny (its config and vocabulary)."""
+  config = ptb.get_config("tiny")
+  config.data.source_dir, config.data.tfds_dir = "/data/ptb", "/data/tfds"
+  workdir = str(tmp_path / "run")
+  prepare_workdir(workdir, config, VOCAB)
+  return workdir
+
+
+def _saved(workdir):
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture
+def parsed_flags():
+  """cli.run reads --multihost: flags as a launcher without arguments has them."""
+  flags.FLAGS.mark_as_parsed()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model.copula_weight", 0.9), ("train.kl_anneal_steps", 5), ("model.latent_dim", 8),
+    ("train.free_bits", 0.5), ("model.bn_gamma", 0.5)])
+def test_a_restart_with_another_objective_or_model_is_refused_before_any_work(
+    run, field, value):
+  config = ptb.get_config("tiny")
+  group, name = field.split(".")
+  config[group][name] = value
+  old = ptb.get_config("tiny")[group][name]
+  # Refused before the data is read (source_dir points nowhere).
+  with pytest.raises(CvaeError, match=f"config.{field}={old!r}, not {value!r}"):
+    train.train_and_evaluate(config, run)
+  assert _saved(run)[group][name] == old
+
+
+def test_a_run_from_before_a_field_existed_has_its_default(run):
+  saved = _saved(run)
+  del saved["train"]["free_bits"], saved["model"]["vmf_kappa"]
+  with open(os.path.join(run, "config.json"), "w") as f:
+    json.dump(saved, f)
+  config = with_run_data(run, ptb.get_config("tiny"))
+  prepare_workdir(run, config, VOCAB)  # the defaults: the same run
+  config.train.free_bits = 0.5
+  with pytest.raises(CvaeError, match="config.train.free_bits=0.0, not 0.5"):
+    prepare_workdir(run, config, VOCAB)
+
+
+def test_other_changes_are_recorded_in_config_json(run, capsys):
+  config = with_run_data(run, ptb.get_config("tiny"))
+  config.train.num_steps = 80
+  prepare_workdir(run, config, VOCAB)
+  assert _saved(run)["train"]["num_steps"] == 80
+  assert "config.train.num_steps: 40 -> 80" in capsys.readouterr().err
+  prepare_workdir(run, config, VOCAB)  # nothing changed: nothing said
+  assert capsys.readouterr().err == ""
+
+
+def test_without_a_source_dir_the_run_s_own_data_is_used(run):
+  config = with_run_data(run, ptb.get_config("tiny"))
+  assert (config.data.source_dir, config.data.tfds_dir) == ("/data/ptb", "/data/tfds")
+  other = ptb.get_config("tiny")
+  other.data.source_dir = "/elsewhere"
+  assert with_run_data(run, other).data.source_dir == "/elsewhere"
+  assert with_run_data(os.path.dirname(run) + "/new", other) is other
+
+
+def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path, capsys, parsed_flags):
+  workdir = tmp_path / "file"
+  workdir.write_text("not a folder")
+  with pytest.raises(SystemExit) as exit_:
+    cli.run(lambda: train.train_and_evaluate(ptb.get_config("tiny"), str(workdir)))
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == (
+      f"error: --workdir {workdir} is a file, not a folder; give a folder\n")
+
+
+def test_a_failed_write_leaves_no_half_written_run(tmp_path):
+  workdir = tmp_path / "run"
+  (workdir / "vocab.txt").mkdir(parents=True)  # writing vocab.txt fails, even for root
+  with pytest.raises(CvaeError, match="cannot write the run into --workdir"):
+    prepare_workdir(str(workdir), ptb.get_config("tiny"), VOCAB)
+  assert os.listdir(workdir) == ["vocab.txt"]  # no config.json: no run
+
+
+def test_a_new_workdir_that_cannot_be_written_is_removed_again(tmp_path, monkeypatch):
+  def read_only(*args):
+    raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "vocab.txt"))
+  monkeypatch.setattr(data.Vocab, "save", read_only)
+  with pytest.raises(CvaeError, match=r"Permission denied \(.*vocab.txt\)"):
+    prepare_workdir(str(tmp_path / "run"), ptb.get_config("tiny"), VOCAB)
+  assert not (tmp_path / "run").exists()
