@@ -240,7 +240,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return dict(test, split="test", checkpoint="best", checkpoint_step=checkpoint_step)
 
 
-
 def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: Plateau,
                 ckpts: Checkpoints, writer: MetricWriter, evaluator: Evaluator,
                 corpus: data.Corpus, train_key: jax.Array, num_steps: int,
