@@ -76,6 +76,23 @@ def base_config() -> ml_collections.ConfigDict:
   # (a posterior whose KL does not split by dimension is one group of
   # latent_dim dimensions). 0 = off.
   t.free_bits = 0.0
+  # Lagging encoder (He et al. 2019): in the aggressive phase each step first
+  # updates the encoder alone (encoder LSTM and posterior head) on the step's
+  # batch and then on random training batches, until the loss per token of
+  # the last `aggressive_check_every` of them is not below that of the ones
+  # before (at most `aggressive_max_inner`), then the decoder and embedding
+  # alone on the step's batch. The phase ends for good at the first validation
+  # whose `mi` (the batch-aggregate I_q, as their calc_mi) is not above the
+  # previous validation's; then the steps are joint. Not for posterior 'none'.
+  t.aggressive = False
+  t.aggressive_max_inner = 100  # encoder steps per training step at most
+  t.aggressive_check_every = 15  # encoder steps per convergence check
+  # Autoencoder pretraining (Li et al. 2019): steps [0, N) have beta 0; at step
+  # N the decoder (LSTM, z -> state, softmax; not the shared embedding) gets
+  # fresh parameters and Adam state. kl_anneal_start and plateau_start count
+  # from N, and validations up to N are not tracked (no best, no patience).
+  # 0 = off; use it with free_bits as they do. Not for posterior 'none'.
+  t.ae_pretrain_steps = 0
   t.log_every = 100  # steps between train-metric logs
   t.checkpoint_every = 1_000  # steps between checkpoints (and at the end)
   t.eval_every = 0  # steps between validation passes; 0 = once per epoch
@@ -153,10 +170,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not 0 < t.kl_cycle_rise <= 1:
     raise CvaeError(f"config.train.kl_cycle_rise={t.kl_cycle_rise} must lie in (0, 1]")
   for field, value in (("model.bn_gamma", m.bn_gamma), ("train.free_bits", t.free_bits),
-                       ("train.kl_cycles", t.kl_cycles)):
+                       ("train.kl_cycles", t.kl_cycles),
+                       ("train.ae_pretrain_steps", t.ae_pretrain_steps)):
     if value < 0:
       raise CvaeError(f"config.{field}={value} must not be negative")
+  for field in ("aggressive_max_inner", "aggressive_check_every"):
+    if t[field] < 1:
+      raise CvaeError(f"config.train.{field}={t[field]} must be at least 1")
   model = model_config(c, vocab_size=0)
+  for field in ("aggressive", "ae_pretrain_steps"):
+    if t[field] and not model.has_latent:
+      raise CvaeError(f"config.train.{field}={t[field]!r} needs an encoder; "
+                      f"config.model.posterior={m.posterior!r} has none")
   if model.has_latent:
     posteriors.build(model)  # a posterior refuses the settings that do not apply to it
 

@@ -63,7 +63,7 @@ class Objective:
   """The static part of the loss: the KL schedule and free bits (a posterior's
   own terms and weights, such as the copula's lambda, live in its module)."""
 
-  kl_anneal_start: int = 0  # beta is 0 before this step
+  kl_anneal_start: int = 0  # beta is 0 before this step (pretraining steps included)
   kl_anneal_steps: int = 0  # monotonic schedule: steps from beta 0 to 1
   kl_cycles: int = 0  # > 0: cyclical schedule over [kl_anneal_start, total_steps)
   kl_cycle_rise: float = 0.5  # fraction of each cycle in which beta rises
@@ -73,8 +73,10 @@ class Objective:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, total_steps: int) -> Objective:
+    """`train.kl_anneal_start` counts from the end of `train.ae_pretrain_steps`."""
     t = config.train
-    return cls(kl_anneal_start=t.kl_anneal_start, kl_anneal_steps=t.kl_anneal_steps,
+    return cls(kl_anneal_start=t.ae_pretrain_steps + t.kl_anneal_start,
+               kl_anneal_steps=t.kl_anneal_steps,
                kl_cycles=t.kl_cycles, kl_cycle_rise=t.kl_cycle_rise, total_steps=total_steps,
                free_bits=t.free_bits, latent_dim=config.model.latent_dim)
 

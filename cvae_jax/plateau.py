@@ -14,8 +14,11 @@ improving and stop after a number of decays):
 
 Validation passes before `start_step` update the best value but never count
 towards patience (the validation NLL moves for other reasons while the KL
-weight is still rising). The counters are plain JSON, saved in every
-checkpoint's meta, so a run killed in the middle of a plateau resumes it.
+weight is still rising). Passes up to `pretrain_steps` (the autoencoder
+pretraining, whose NLL a reset decoder cannot be compared with) are ignored
+altogether: the best is tracked from the decoder's reset on. The counters
+are plain JSON, saved in every checkpoint's meta, so a run killed in the
+middle of a plateau resumes it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ class PlateauRule:
   max_lr_decays: int = 0
   early_stop_patience: int = 0
   start_step: int = 0
+  pretrain_steps: int = 0
 
   @classmethod
   def from_config(cls, t: ml_collections.ConfigDict) -> PlateauRule:
+    """`t.plateau_start` counts from the end of `t.ae_pretrain_steps`."""
     return cls(t.lr_decay_patience, t.max_lr_decays, t.early_stop_patience,
-               t.plateau_start)
+               t.ae_pretrain_steps + t.plateau_start, t.ae_pretrain_steps)
 
 
 @dataclasses.dataclass
@@ -53,6 +58,8 @@ class Plateau:
 
   def update(self, valid_nll: float, step: int) -> str:
     """The action after a validation pass at `step` with NLL `valid_nll`."""
+    if step <= self.rule.pretrain_steps:
+      return "wait"
     if valid_nll < self.best:
       self.best, self.waited = valid_nll, 0
       return "improved"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from flax.training import train_state
 import jax
@@ -15,7 +15,7 @@ import ml_collections
 import optax
 from tqdm import tqdm
 
-from cvae_jax import data, parallel
+from cvae_jax import aggressive, data, parallel, partition
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
@@ -46,7 +46,10 @@ def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.learning_rate))
+  """Clipping and Adam; one Adam per parameter group for the procedures that
+  update or reset a group alone (see cvae_jax/partition.py)."""
+  return partition.make_optimizer(t.learning_rate, t.grad_clip,
+                                  partitioned=t.aggressive or t.ae_pretrain_steps > 0)
 
 
 def create_train_state(model: TextVAE, optimizer: optax.GradientTransformation,
@@ -60,14 +63,16 @@ def create_train_state(model: TextVAE, optimizer: optax.GradientTransformation,
                            lr_scale=jnp.array(1.0, jnp.float32))
 
 
-def train_step(state: TrainState, batch: dict, key: jax.Array, *,
-               objective: Objective) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, objective: Objective,
+               groups: Optional[Sequence[str]] = None) -> tuple[TrainState, dict]:
   """One Adam step on a batch; returns the new state and summed metrics.
 
   batch: `tokens` [batch, length] int32, `lengths` [batch] int32, `weights`
   [batch] float32. The step's randomness is `fold_in(key, state.step)`. Adam's
   update is linear in the learning rate, so scaling it by `state.lr_scale`
-  is Adam with the decayed rate.
+  is Adam with the decayed rate. `groups` (partitioned optimiser only): the
+  parameter groups that move, their gradients alone clipped; the others'
+  parameters and Adam states stay as they are. None: all of them.
   """
   dropout_key, latent_key = jax.random.split(jax.random.fold_in(key, state.step))
   beta = objective.kl_weight(state.step)
@@ -84,10 +89,16 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
   (loss, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   bad = ~jnp.isfinite(loss) & (state.nonfinite_step < 0)
+  if groups is not None:
+    grads = partition.zero_others(groups, grads)
   steps, opt_state = state.tx.update(grads, state.opt_state, state.params)
   steps = jax.tree.map(lambda u: state.lr_scale * u, steps)
+  params = optax.apply_updates(state.params, steps)
+  if groups is not None:
+    params, opt_state = partition.keep_others(groups, state.params, params, opt_state,
+                                              state.opt_state)
   state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, steps),
+      step=state.step + 1, params=params,
       opt_state=opt_state, batch_stats=updates.get("batch_stats", state.batch_stats),
       nonfinite_step=jnp.where(bad, state.step, state.nonfinite_step))
   sums = metrics_lib.weighted_sums(terms, batch)
@@ -96,11 +107,29 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *,
   return state, sums
 
 
-def jit_train_step(objective: Objective, mesh) -> Any:
-  """train_step jitted over the mesh, the state donated and replicated."""
+def encoder_step(state: TrainState, batch: dict, key: jax.Array, *,
+                 objective: Objective) -> tuple[TrainState, dict]:
+  """The lagging encoder's inner step: `train_step` of the encoder group
+  alone, which leaves `state.step` as it is."""
+  new, sums = train_step(state, batch, key, objective=objective, groups=partition.ENCODER)
+  return new.replace(step=state.step), sums
+
+
+def jit_train_step(objective: Objective, mesh,
+                   groups: Optional[tuple[str, ...]] = None) -> Callable:
+  """train_step (of `groups` alone, if given) jitted over the mesh."""
+  return _jit_step(functools.partial(train_step, objective=objective, groups=groups), mesh)
+
+
+def jit_encoder_step(objective: Objective, mesh) -> Callable:
+  """encoder_step jitted over the mesh."""
+  return _jit_step(functools.partial(encoder_step, objective=objective), mesh)
+
+
+def _jit_step(step_fn: Callable, mesh) -> Callable:
+  """A step jitted over the mesh, the state donated and replicated."""
   rep, data_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(functools.partial(train_step, objective=objective),
-                 in_shardings=(rep, data_sharding, rep), out_shardings=(rep, rep),
+  return jax.jit(step_fn, in_shardings=(rep, data_sharding, rep), out_shardings=(rep, rep),
                  donate_argnums=0)
 
 
@@ -144,6 +173,52 @@ def load_corpus(d: ml_collections.ConfigDict) -> data.Corpus:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("cvae_jax: waiting for process 0's data")
   return corpus
+
+
+def reset_decoder(state: TrainState, model: TextVAE, key: jax.Array, example: dict,
+                  mesh) -> TrainState:
+  """`state` with the decoder's parameters and Adam state those of a fresh
+  start from `key` (Li et al. 2019); the encoder and the embedding keep theirs."""
+  fresh = jax.jit(create_train_state, static_argnums=(0, 1),
+                  out_shardings=parallel.replicated(mesh))(model, state.tx, key, example)
+  params, opt_state = partition.reset(("decoder",), state.params, state.opt_state,
+                                      fresh.params, fresh.opt_state)
+  return state.replace(params=params, opt_state=opt_state)
+
+
+def make_step(config: ml_collections.ConfigDict, model: TextVAE, split: data.Split,
+              mesh, keys: tuple[jax.Array, jax.Array], num_steps: int,
+              phase: Optional[aggressive.Phase]) -> Callable:
+  """The run's training step `(state, batch, step) -> (state, sums)`.
+
+  Joint, or the lagging encoder's while `phase` lasts (`config.train.aggressive`);
+  with `ae_pretrain_steps` N > 0, step N first resets the decoder (its fresh
+  start from `fold_in(init key, N)`). keys: (init, train).
+  """
+  t = config.train
+  init_key, train_key = keys
+  objective = Objective.from_config(config, num_steps)
+  joint = jit_train_step(objective, mesh)
+  step_fn = lambda state, batch, step: joint(state, batch, train_key)
+  if t.aggressive:
+    sampler = data.RandomBatches(
+        split, batch_size=config.data.batch_size, bucket_lengths=config.data.bucket_lengths,
+        seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    lagging = aggressive.LaggingEncoder(
+        phase, joint, jit_train_step(objective, mesh, partition.GENERATIVE),
+        jit_encoder_step(objective, mesh),
+        lambda step, i: parallel.to_global(_model_inputs(sampler(step, i)), mesh),
+        jax.random.split(train_key)[1], t.aggressive_max_inner, t.aggressive_check_every)
+    step_fn = lambda state, batch, step: lagging(state, batch, train_key, step)
+  if not t.ae_pretrain_steps:
+    return step_fn
+
+  def after_pretraining(state, batch, step):
+    if step == t.ae_pretrain_steps:
+      state = reset_decoder(state, model, jax.random.fold_in(init_key, step), batch, mesh)
+    return step_fn(state, batch, step)
+  return after_pretraining
 
 
 def restore_or_init(ckpts: Checkpoints, model: TextVAE, config: ml_collections.ConfigDict,
@@ -224,12 +299,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, meta = restore_or_init(ckpts, model, config, mesh, init_key,
                                   next(train_batches(train_split, config, 0, mesh)))
     plateau = Plateau.from_json(PlateauRule.from_config(t), meta.get("plateau"))
+    phase = aggressive.Phase.from_json(meta.get("aggressive")) if t.aggressive else None
     _announce_start(workdir, ckpts, int(state.step), plateau)
     writer = MetricWriter(workdir)
     writer.truncate_after(int(state.step))
     evaluator = Evaluator(model, mesh, config, eval_key)
-    state = _train_loop(config, state, plateau, ckpts, writer, evaluator, corpus,
-                        train_key, total_steps(config, per_epoch), per_epoch, mesh)
+    num_steps = total_steps(config, per_epoch)
+    step_fn = make_step(config, model, train_split, mesh, (init_key, train_key), num_steps,
+                        phase)
+    state = _train_loop(config, state, plateau, phase, ckpts, writer, evaluator, corpus,
+                        step_fn, num_steps, per_epoch, mesh)
     ckpts.wait()
     test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
                                          config.eval.train_iw_samples)
@@ -241,14 +320,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: Plateau,
-                ckpts: Checkpoints, writer: MetricWriter, evaluator: Evaluator,
-                corpus: data.Corpus, train_key: jax.Array, num_steps: int,
-                per_epoch: int, mesh) -> TrainState:
-  """Steps from `state.step` to `num_steps` or an early stop; the final state."""
+                phase: Optional[aggressive.Phase], ckpts: Checkpoints, writer: MetricWriter,
+                evaluator: Evaluator, corpus: data.Corpus, step_fn: Callable,
+                num_steps: int, per_epoch: int, mesh) -> TrainState:
+  """Steps (`make_step`) from `state.step` to `num_steps` or an early stop;
+  the final state."""
   t = config.train
   eval_every = t.eval_every or per_epoch
   step = int(state.step)
-  step_fn = jit_train_step(Objective.from_config(config, num_steps), mesh)
   acc = None
   remaining = 0 if plateau.stopped else max(0, num_steps - step)
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
@@ -256,7 +335,7 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
   batches = prefetch(train_batches(corpus.splits["train"], config, step, mesh))
   try:
     for batch in itertools.islice(batches, remaining):
-      state, sums = step_fn(state, batch, train_key)
+      state, sums = step_fn(state, batch, step)
       acc = sums if acc is None else metrics_lib.add(acc, sums)
       step += 1
       bar.update(1)
@@ -273,8 +352,14 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
         writer.write(step, "valid", valid)
         state = _after_validation(state, valid["nll_elbo"], step, plateau, ckpts,
                                   t.lr_decay_factor, mesh)
+        if phase is not None and phase.update(valid["mi"]):
+          _say(f"step {step}: the validation MI {valid['mi']:.3f} did not rise; "
+               "the aggressive phase ends")
       if save_now:
-        ckpts.save(ckpts.latest, step, state, {"step": step, "plateau": plateau.to_json()})
+        meta = {"step": step, "plateau": plateau.to_json()}
+        if phase is not None:
+          meta["aggressive"] = phase.to_json()
+        ckpts.save(ckpts.latest, step, state, meta)
       if plateau.stopped:
         break
   except KeyboardInterrupt as e:

@@ -21,10 +21,12 @@ from cvae_jax.config import base_config, flat_fields
 from cvae_jax.data.vocab import Vocab
 from cvae_jax.errors import CvaeError
 
-# Config fields that a checkpoint's contents depend on.
+# Config fields that a checkpoint's contents depend on (the last two: whether
+# the optimiser keeps one Adam state per parameter group).
 _MODEL_FIELDS = ("data.name", "model.posterior", "model.emb_dim", "model.hidden_dim",
                  "model.latent_dim", "model.feed_latent", "model.bn_gamma",
-                 "model.vmf_kappa", "model.flow_steps")
+                 "model.vmf_kappa", "model.flow_steps", "train.aggressive",
+                 "train.ae_pretrain_steps")
 # Config fields that define the loss a run minimises: a restart may not change them.
 _OBJECTIVE_FIELDS = ("model.copula_weight", "train.kl_anneal_start",
                      "train.kl_anneal_steps", "train.kl_cycles", "train.kl_cycle_rise",

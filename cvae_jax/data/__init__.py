@@ -1,5 +1,6 @@
 """Corpora for text VAEs: TFDS preparation, vocabulary, encoding, batching."""
 
+from cvae_jax.data.batching import RandomBatches
 from cvae_jax.data.batching import eval_batches
 from cvae_jax.data.batching import steps_per_epoch
 from cvae_jax.data.batching import train_batches

@@ -77,6 +77,35 @@ def train_batches(split: Split, *, batch_size: int,
   return _assemble_all(split, plan[start_step:], rows)
 
 
+class RandomBatches:
+  """Full training batches of random sentences, each a function of a key alone.
+
+  `sampler(*key)` picks a bucket with probability proportional to its full
+  batches in an epoch (as drawing one of `train_batches`' batches at random
+  would) and `batch_size` distinct sentences of it, from
+  `np.random.default_rng((seed, *key))`, so it repeats exactly. Arguments are
+  as for `train_batches`; the keys are non-negative ints.
+  """
+
+  def __init__(self, split: Split, *, batch_size: int, bucket_lengths: Sequence[int],
+               seed: int, process_index: int = 0, process_count: int = 1):
+    self.split, self.batch_size, self.seed = split, batch_size, seed
+    self.rows = _check_batch(batch_size, process_index, process_count)
+    buckets, bucket_of = _buckets(split, bucket_lengths)
+    members = [np.flatnonzero(bucket_of == k) for k in range(len(buckets))]
+    full = np.array([len(m) // batch_size for m in members])
+    if not full.sum():
+      raise DataError(f"The {split.name} split has no full batch of {batch_size}.")
+    self.lengths, self.members = buckets[full > 0], [m for m, f in zip(members, full) if f]
+    self.probabilities = full[full > 0] / full.sum()
+
+  def __call__(self, *key: int) -> Batch:
+    rng = np.random.default_rng((self.seed, *key))
+    k = rng.choice(len(self.members), p=self.probabilities)
+    indices = rng.choice(self.members[k], self.batch_size, replace=False)
+    return _assemble(self.split, indices[self.rows], int(self.lengths[k]))
+
+
 def eval_batches(split: Split, *, batch_size: int,
                  bucket_lengths: Sequence[int], process_index: int = 0,
                  process_count: int = 1) -> Iterator[Batch]:

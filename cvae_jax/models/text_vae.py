@@ -75,6 +75,11 @@ class TextVAE(nn.Module):
 
   config: ModelConfig
 
+  # The parameter group of each top-level module (see cvae_jax/partition.py):
+  # the inference network, the word embedding that both halves read, p(x|z).
+  PARAM_GROUPS = {"encoder_lstm": "encoder", "posterior": "encoder", "embed": "embedding",
+                  "decoder_lstm": "decoder", "latent_to_carry": "decoder", "out": "decoder"}
+
   def setup(self):
     cfg = self.config
     posteriors.check_name(cfg.posterior)
