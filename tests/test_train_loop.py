@@ -156,6 +156,14 @@ def test_bad_input_exits_non_zero_with_one_clear_message(tmp_path, args, message
     ({"model.posterior": "vmf", "model.bn_gamma": 0.5},
      "config.model.bn_gamma does not apply to the vmf posterior"),
     ({"model.posterior": "flow", "model.flow_steps": 0}, "config.model.flow_steps=0"),
+    ({"model.posterior": "none", "train.aggressive": True},
+     "config.train.aggressive=True needs an encoder; config.model.posterior='none' has none"),
+    ({"model.posterior": "none", "train.ae_pretrain_steps": 5},
+     "config.train.ae_pretrain_steps=5 needs an encoder"),
+    ({"train.ae_pretrain_steps": -1}, "config.train.ae_pretrain_steps=-1 must not be negative"),
+    ({"train.aggressive_max_inner": 0}, "config.train.aggressive_max_inner=0 must be at least 1"),
+    ({"train.aggressive_check_every": 0},
+     "config.train.aggressive_check_every=0 must be at least 1"),
 ])
 def test_bad_settings_are_refused_before_a_run_starts(options, message):
   config = synthetic.get_config("tiny")
