@@ -10,7 +10,6 @@ import optax
 import pytest
 
 from cvae_jax import parallel
-from cvae_jax.models.posteriors import POSTERIORS
 from cvae_jax.train import Objective, create_train_state, jit_train_step, train_step
 from tests.helpers import random_batch, tiny_model
 
@@ -35,7 +34,9 @@ def _run(step_fn, state, batches, key):
   return state, history
 
 
-@pytest.mark.parametrize("posterior", list(POSTERIORS))
+# The posteriors with their own sampling and density code (the Gaussian heads
+# are inside the copulas).
+@pytest.mark.parametrize("posterior", ["copula", "flexible_copula", "vmf", "flow"])
 def test_jitted_step_equals_eager_step(posterior):
   batches = [random_batch(i, batch=16, length=6) for i in range(2)]
   key = jax.random.key(1)
@@ -66,7 +67,7 @@ def test_one_device_equals_eight_devices(posterior, objective, model_options):
   chex.assert_trees_all_close(s8.batch_stats, s1.batch_stats, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("posterior", ["copula", "flexible_copula"])
+@pytest.mark.parametrize("posterior", ["flexible_copula"])
 def test_step_is_traced_once_per_bucket_shape(posterior):
   @chex.assert_max_traces(n=2)
   def step_fn(state, batch, key):
