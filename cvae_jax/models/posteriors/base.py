@@ -95,3 +95,18 @@ class WholeKL:
 
   def kl_groups(self, key: jax.Array) -> jax.Array:
     return self.kl(key)[:, None]
+
+
+class MonteCarloKL(WholeKL):
+  """`kl` and `entropy` of a posterior without closed forms, from one z ~ q(z|x)
+  and its exact log q (its `sample_and_log_prob(key)`: z [batch, latent], log q
+  [batch]): unbiased one-sample estimates, [batch]."""
+
+  def kl(self, key: jax.Array) -> jax.Array:
+    """log q(z|x) - log p(z) at one z ~ q(z|x)."""
+    z, log_q = self.sample_and_log_prob(key)
+    return log_q - self.prior.log_prob(z)
+
+  def entropy(self, key: jax.Array) -> jax.Array:
+    """-log q(z|x) at one z ~ q(z|x)."""
+    return -self.sample_and_log_prob(key)[1]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax.models.posteriors import dependence
-from cvae_jax.models.posteriors.base import StandardNormal, WholeKL, log_standard_normal
+from cvae_jax.models.posteriors.base import MonteCarloKL, StandardNormal, log_standard_normal
 from cvae_jax.models.posteriors.coupled_copula import copula_factor
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 
@@ -54,7 +54,7 @@ def inverse_sinh_arcsinh(x: jax.Array, skew: jax.Array, tail: jax.Array) -> jax.
 
 
 @struct.dataclass
-class FlexibleCopula(WholeKL):
+class FlexibleCopula(MonteCarloKL):
   """q(z|x) for a batch; `chol`: [b, l, l] factor of R; `skew`, `tail`: [b, l]."""
 
   marginals: DiagonalGaussian  # mu and sigma of z = mu + sigma T(u)
@@ -78,15 +78,6 @@ class FlexibleCopula(WholeKL):
     """Exact log q(z|x) through the inverse transform: [..., batch, latent] -> [..., batch]."""
     x = (z - self.marginals.loc) / self.marginals.scale()
     return self._log_density(inverse_sinh_arcsinh(x, self.skew, self.tail), x)
-
-  def kl(self, key: jax.Array) -> jax.Array:
-    """log q(z|x) - log N(z; 0, I) at one z ~ q(z|x), an unbiased estimate: [batch]."""
-    z, log_q = self.sample_and_log_prob(key)
-    return log_q - self.prior.log_prob(z)
-
-  def entropy(self, key: jax.Array) -> jax.Array:
-    """-log q(z|x) at one z ~ q(z|x), an unbiased estimate: [batch]."""
-    return -self.sample_and_log_prob(key)[1]
 
   def mean(self) -> jax.Array:
     """mu + sigma E[T(u)], u ~ N(0, 1), by 64-node Gauss-Hermite: [batch, latent]."""

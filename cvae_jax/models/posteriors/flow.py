@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from cvae_jax.errors import CvaeError
-from cvae_jax.models.posteriors.base import StandardNormal, WholeKL, row_dot
+from cvae_jax.models.posteriors.base import MonteCarloKL, StandardNormal, row_dot
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 
 _SHIFT = math.log(math.e - 1.0)  # softplus(_SHIFT) = 1
@@ -55,7 +55,7 @@ def constrain(u: jax.Array, w: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class PlanarFlow(WholeKL):
+class PlanarFlow(MonteCarloKL):
   """K planar steps after a diagonal Gaussian.
 
   base: the Gaussian of z_0; u, w: [batch, K, latent] (u constrained); b: [batch, K].
@@ -109,15 +109,6 @@ class PlanarFlow(WholeKL):
     """Exact log q(z|x) by inverting the flow: z [..., batch, latent] -> [..., batch]."""
     z0, log_det = self.inverse(z)
     return self.base.log_prob(z0) - log_det
-
-  def kl(self, key: jax.Array) -> jax.Array:
-    """log q(z|x) - log N(z; 0, I) at one z ~ q(z|x): [batch], unbiased for the KL."""
-    z, log_q = self.sample_and_log_prob(key)
-    return log_q - self.prior.log_prob(z)
-
-  def entropy(self, key: jax.Array) -> jax.Array:
-    """-log q(z|x) at one z ~ q(z|x): [batch]."""
-    return -self.sample_and_log_prob(key)[1]
 
   def mean(self) -> jax.Array:
     """E_q[z|x] = loc + E[z_K - z_0], the flow's displacement averaged over
