@@ -85,12 +85,15 @@ def load_result(workdir: str, split: str) -> RunResult:
 
 
 def row_labels(results: Sequence[RunResult]) -> list[str]:
-  """Posterior plus every field that differs between the results (but the seed);
-  lambda only where it applies (the copula posterior)."""
+  """Posterior plus the fields that set a run apart (never the seed): lambda
+  on every copula row, and any other field that differs between the results
+  where its value is not the one most of them share (with no such value,
+  on every row). E.g. 'gaussian' and 'gaussian, word_dropout=0.25'."""
   flat = [flat_fields(r.config) for r in results]
   varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
                    and not k.startswith("eval.") and k != "model.posterior"
                    and len({json.dumps(f.get(k)) for f in flat}) > 1)
+  usual = {k: _most_common([json.dumps(f.get(k)) for f in flat]) for k in varying}
   labels = []
   for f in flat:
     parts = [f["model.posterior"]]
@@ -98,10 +101,16 @@ def row_labels(results: Sequence[RunResult]) -> list[str]:
       if k == "model.copula_weight":
         if f["model.posterior"] == "copula":
           parts.append(f"λ={f[k]:g}")
-      else:
+      elif json.dumps(f.get(k)) != usual[k]:
         parts.append(f"{k.rsplit('.', 1)[-1]}={f.get(k)}")
     labels.append(", ".join(parts))
   return labels
+
+
+def _most_common(values: list[str]) -> Optional[str]:
+  """The value more frequent than any other, or None if there is a tie."""
+  counts = sorted(((values.count(v), v) for v in set(values)), reverse=True)
+  return counts[0][1] if len(counts) == 1 or counts[0][0] > counts[1][0] else None
 
 
 def cell(values: Sequence[float], decimals: int) -> str:

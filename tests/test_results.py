@@ -98,6 +98,18 @@ def test_other_differing_fields_name_the_row(tmp_path):
   assert {"gaussian, output_dropout=0.0", "gaussian, output_dropout=0.5"} <= set(rows)
 
 
+def test_a_field_names_only_the_rows_that_leave_the_usual_value(tmp_path):
+  fake_run(tmp_path / "plain", metrics=metrics(100.0))
+  fake_run(tmp_path / "wd", metrics=metrics(99.0), word_dropout=0.25)
+  fake_run(tmp_path / "bn", metrics=metrics(98.0), bn_gamma=0.6)
+  fake_run(tmp_path / "wd_bn", metrics=metrics(97.0), word_dropout=0.25, bn_gamma=0.6)
+  fake_run(tmp_path / "plain_again", metrics=metrics(101.0), seed=1)
+  rows = _rows(results.report([str(tmp_path)], "test", "cmd"))
+  assert set(rows) == {"model", "gaussian", "gaussian, word_dropout=0.25",
+                       "gaussian, bn_gamma=0.6", "gaussian, bn_gamma=0.6, word_dropout=0.25"}
+  assert dict(zip(rows["model"], rows["gaussian"]))["runs"] == "2 of 2"
+
+
 def test_the_block_replaces_itself_and_keeps_the_prose(tmp_path):
   path = str(tmp_path / "docs" / "results.md")
   results.write_block(path, "ptb", "table v1")
