@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from cvae_jax.config import flat_fields
+from cvae_jax.config import base_config, flat_fields
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
 
@@ -88,8 +88,10 @@ def row_labels(results: Sequence[RunResult]) -> list[str]:
   """Posterior plus the fields that set a run apart (never the seed): lambda
   on every copula row, and any other field that differs between the results
   where its value is not the one most of them share (with no such value,
-  on every row). E.g. 'gaussian' and 'gaussian, word_dropout=0.25'."""
-  flat = [flat_fields(r.config) for r in results]
+  on every row). E.g. 'gaussian' and 'gaussian, word_dropout=0.25'. A run
+  from before a field existed has its default."""
+  defaults = flat_fields(base_config().to_dict())  # of fields newer than a run
+  flat = [{**defaults, **flat_fields(r.config)} for r in results]
   varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
                    and not k.startswith("eval.") and k != "model.posterior"
                    and len({json.dumps(f.get(k)) for f in flat}) > 1)

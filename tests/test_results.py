@@ -110,6 +110,19 @@ def test_a_field_names_only_the_rows_that_leave_the_usual_value(tmp_path):
   assert dict(zip(rows["model"], rows["gaussian"]))["runs"] == "2 of 2"
 
 
+def test_a_run_from_before_a_field_existed_has_its_default(tmp_path):
+  fake_run(tmp_path / "new", metrics=metrics(100.0))
+  old = fake_run(tmp_path / "old", metrics=metrics(102.0), seed=1)
+  with open(os.path.join(old, "config.json")) as f:
+    config = json.load(f)
+  del config["model"]["word_dropout"], config["train"]["aggressive"]
+  with open(os.path.join(old, "config.json"), "w") as f:
+    json.dump(config, f)
+  rows = _rows(results.report([str(tmp_path)], "test", "cmd"))
+  assert set(rows) == {"model", "gaussian"}
+  assert dict(zip(rows["model"], rows["gaussian"]))["runs"] == "2 of 2"
+
+
 def test_the_block_replaces_itself_and_keeps_the_prose(tmp_path):
   path = str(tmp_path / "docs" / "results.md")
   results.write_block(path, "ptb", "table v1")
