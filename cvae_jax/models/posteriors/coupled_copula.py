@@ -21,7 +21,7 @@ import jax
 
 from cvae_jax.models.posteriors import dependence
 from cvae_jax.models.posteriors.base import StandardNormal, WholeKL
-from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
+from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior, OnGaussianHeads
 
 
 @struct.dataclass
@@ -66,17 +66,8 @@ def copula_factor(hc: jax.Array, latent_dim: int, train: bool) -> jax.Array:
   return dependence.cholesky(dependence.correlation(w, a))
 
 
-class CoupledCopulaPosterior(nn.Module):
+class CoupledCopulaPosterior(OnGaussianHeads):
   """The Gaussian posterior's marginals coupled by the correlation of Sigma = diag(w) + a a^T."""
-
-  latent_dim: int
-  bn_gamma: float = 0.0  # BN-VAE's fixed scale of the marginals' means (0: off)
-  prior = StandardNormal
-
-  @classmethod
-  def from_config(cls, config) -> "CoupledCopulaPosterior":
-    """From the model's static config (a `ModelConfig`)."""
-    return cls(config.latent_dim, config.bn_gamma)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> CoupledCopula:

@@ -30,7 +30,7 @@ import numpy as np
 from cvae_jax.models.posteriors import dependence
 from cvae_jax.models.posteriors.base import MonteCarloKL, StandardNormal, log_standard_normal
 from cvae_jax.models.posteriors.coupled_copula import copula_factor
-from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
+from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior, OnGaussianHeads
 
 MAX_SKEW = 2.0  # |epsilon| < MAX_SKEW
 MAX_LOG_TAIL = math.log(3.0)  # 1/3 < delta < 3
@@ -100,21 +100,12 @@ class FlexibleCopula(MonteCarloKL):
             + jnp.sum(log_jacobian, axis=-1))
 
 
-class FlexibleCopulaPosterior(nn.Module):
+class FlexibleCopulaPosterior(OnGaussianHeads):
   """`coupled_copula`'s mu, sigma and R, with skew and tail heads.
 
   epsilon = 2 tanh(W3 hc + c3) and log delta = log 3 tanh(W4 hc + c4), both
   zero-initialised: training starts from the coupled copula.
   """
-
-  latent_dim: int
-  bn_gamma: float = 0.0  # BN-VAE's fixed scale of the marginals' locations (0: off)
-  prior = StandardNormal
-
-  @classmethod
-  def from_config(cls, config) -> "FlexibleCopulaPosterior":
-    """From the model's static config (a `ModelConfig`)."""
-    return cls(config.latent_dim, config.bn_gamma)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> FlexibleCopula:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from cvae_jax.models.posteriors.base import StandardNormal, WholeKL
-from cvae_jax.models.posteriors.gaussian import GaussianPosterior
+from cvae_jax.models.posteriors.gaussian import GaussianPosterior, OnGaussianHeads
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -75,17 +75,8 @@ class FullGaussian(WholeKL):
     return {}
 
 
-class FullGaussianPosterior(nn.Module):
+class FullGaussianPosterior(OnGaussianHeads):
   """loc and the diagonal of L from the Gaussian heads, the rest of L from Linear(hc)."""
-
-  latent_dim: int
-  bn_gamma: float = 0.0
-  prior = StandardNormal
-
-  @classmethod
-  def from_config(cls, config) -> "FullGaussianPosterior":
-    """From the model's static config (a `ModelConfig`)."""
-    return cls(config.latent_dim, config.bn_gamma)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> FullGaussian:

@@ -60,22 +60,27 @@ class DiagonalGaussian:
     return {}
 
 
-class GaussianPosterior(nn.Module):
+class OnGaussianHeads(nn.Module):
+  """The fields and `from_config` of a posterior built on the Gaussian heads
+  below (this one and those that reuse them), with the N(0, I) prior."""
+
+  latent_dim: int
+  bn_gamma: float = 0.0  # BN-VAE's fixed scale of the heads' means (0: learned)
+  prior = StandardNormal
+
+  @classmethod
+  def from_config(cls, config):
+    """From the model's static config (a `ModelConfig`)."""
+    return cls(config.latent_dim, config.bn_gamma)
+
+
+class GaussianPosterior(OnGaussianHeads):
   """mu = BN(Linear(hc)), log sigma^2 = BN(Linear(hc)), as in the paper.
 
   With `bn_gamma` > 0, mu = gamma BN(Linear(hc)) + beta with gamma fixed and
   beta learned (BN-VAE, Zhu et al. 2020): every dimension's batch of means then
   has variance gamma^2, which keeps its batch-averaged KL at least gamma^2 / 2.
   """
-
-  latent_dim: int
-  bn_gamma: float = 0.0  # 0: the mean's BatchNorm learns its scale and shift
-  prior = StandardNormal
-
-  @classmethod
-  def from_config(cls, config) -> "GaussianPosterior":
-    """From the model's static config (a `ModelConfig`)."""
-    return cls(config.latent_dim, config.bn_gamma)
 
   @nn.compact
   def __call__(self, hc: jax.Array, train: bool) -> DiagonalGaussian:
