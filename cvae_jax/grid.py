@@ -72,14 +72,19 @@ def grid_runs(sweeps: list[tuple[str, list[str]]]) -> list[GridRun]:
 
 
 def is_finished(workdir: str, split: str | None) -> bool:
-  """Training wrote its test event (and evaluation its eval_<split>.json)."""
-  if split and not os.path.isfile(os.path.join(workdir, f"eval_{split}.json")):
-    return False
+  """Training's last event is its test event (a run restarted for more steps
+  and stopped again is not finished), and evaluation wrote eval_<split>.json
+  after it."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.isfile(path):
     return False
   with open(path) as f:
-    return any('"split": "test"' in line for line in f)
+    lines = [line for line in f if line.strip()]
+  if not lines or '"split": "test"' not in lines[-1]:
+    return False
+  evaluation = os.path.join(workdir, f"eval_{split}.json")
+  return not split or (os.path.isfile(evaluation)
+                       and os.path.getmtime(evaluation) >= os.path.getmtime(path))
 
 
 def commands(run: GridRun, workdir: str, config_flags: Sequence[str],

@@ -69,6 +69,22 @@ def test_finished_runs_are_skipped_and_failures_reported(tmp_path, monkeypatch, 
     assert os.path.isfile(tmp_path / "seed=1" / "log.txt")
 
 
+def test_a_run_restarted_for_more_steps_or_evaluated_before_it_is_not_finished(tmp_path):
+  run = tmp_path / "run"
+  os.makedirs(run)
+  events = [{"step": 9, "split": "valid"}, {"step": 9, "split": "test"}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+  assert grid.is_finished(str(run), None)
+  assert not grid.is_finished(str(run), "test")
+  (run / "eval_test.json").write_text("{}")
+  assert grid.is_finished(str(run), "test")
+  os.utime(run / "eval_test.json", (1, 1))  # evaluated before training's end
+  assert not grid.is_finished(str(run), "test")
+  with open(run / "metrics.jsonl", "a") as f:  # restarted with more steps, stopped
+    f.write(json.dumps({"step": 12, "split": "train"}) + "\n")
+  assert not grid.is_finished(str(run), None)
+
+
 def test_the_launcher_trains_evaluates_then_skips(tmp_path):
   cmd = [sys.executable, "launch/grid.py", "--config", "configs/synthetic.py:tiny",
          f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--config.train.num_steps=4",
