@@ -175,20 +175,20 @@ def _latest(workdir):
   return step, restored.state, restored.meta
 
 
-def _dies(make, killed_in_step, inner):
-  """`make`'s step functions, raising KeyboardInterrupt in training step
-  `killed_in_step`: at its start (inner None) or in its inner step `inner`."""
+def _dies_in_inner_step(make, killed_in_step, inner):
+  """`make`'s step functions, raising KeyboardInterrupt in inner step number
+  `inner` (from 1) of training step `killed_in_step`."""
+  calls = []
+
   def made(*args, **kwargs):
     step_fn = make(*args, **kwargs)
 
-    def step(state, batch, key_or_step):
-      if inner is None and key_or_step + 1 == killed_in_step:
-        raise KeyboardInterrupt
-      if inner is not None and int(state.step) + 1 == killed_in_step:
-        inner.append(True)
-        if len(inner) == 3:
+    def step(state, batch, key):
+      if int(state.step) + 1 == killed_in_step:
+        calls.append(True)
+        if len(calls) == inner:
           raise KeyboardInterrupt
-      return step_fn(state, batch, key_or_step)
+      return step_fn(state, batch, key)
     return step
   return made
 
@@ -202,19 +202,15 @@ def test_the_phase_ends_with_the_mi_and_a_killed_run_resumes_exactly(tmp_path, m
   assert _latest(tmp_path / "straight")[2]["aggressive"] == {"active": False,
                                                             "previous_mi": 0.3}
 
-  # Killed in an inner step of step 8 (in the phase), then at the start of
-  # step 17 (after it), each time resumed from the last checkpoint.
-  resume_step = 0
-  for name, killed_in_step, inner in (("jit_encoder_step", 8, []), ("make_step", 17, None)):
-    real = getattr(train, name)
-    _scripted_evaluator(monkeypatch, start=resume_step // 5)
-    monkeypatch.setattr(train, name, _dies(real, killed_in_step, inner))
-    with pytest.raises(KeyboardInterrupt):
-      train.train_and_evaluate(_config(tmp_path), str(tmp_path / "resumed"))
-    monkeypatch.setattr(train, name, real)
-    resume_step = _latest(tmp_path / "resumed")[0]
-    assert resume_step == (killed_in_step - 1) // 5 * 5
-  _scripted_evaluator(monkeypatch, start=resume_step // 5)
+  # Killed in the third inner step of step 8 (in the phase): it resumes at 5.
+  _scripted_evaluator(monkeypatch)
+  real = train.jit_encoder_step
+  monkeypatch.setattr(train, "jit_encoder_step", _dies_in_inner_step(real, 8, 3))
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(_config(tmp_path), str(tmp_path / "resumed"))
+  monkeypatch.setattr(train, "jit_encoder_step", real)
+  assert _latest(tmp_path / "resumed")[0] == 5
+  _scripted_evaluator(monkeypatch, start=1)
   train.train_and_evaluate(_config(tmp_path), str(tmp_path / "resumed"))
   assert read_events(str(tmp_path / "resumed")) == read_events(str(tmp_path / "straight"))
   (_, resumed, _), (_, straight, _) = (_latest(tmp_path / w) for w in ("resumed", "straight"))

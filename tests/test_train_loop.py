@@ -110,14 +110,6 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
       (20, "train"), (20, "valid"), (20, "test")]
 
 
-def test_a_workdir_of_another_model_is_refused(tmp_path):
-  train.train_and_evaluate(tiny_config(tmp_path, num_steps=2), str(tmp_path / "run"))
-  config = tiny_config(tmp_path, num_steps=2)
-  config.model.posterior = "gaussian"
-  with pytest.raises(CvaeError, match="model.posterior='copula', not 'gaussian'"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-
-
 def _launch(tmp_path, *args):
   return subprocess.run(
       [sys.executable, "launch/train.py", "--config", "configs/synthetic.py:tiny",

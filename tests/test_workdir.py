@@ -37,7 +37,7 @@ def parsed_flags():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model.copula_weight", 0.9), ("train.kl_anneal_steps", 5), ("model.latent_dim", 8),
+    ("model.posterior", "gaussian"), ("model.copula_weight", 0.9), ("train.kl_anneal_steps", 5), ("model.latent_dim", 8),
     ("train.free_bits", 0.5), ("model.bn_gamma", 0.5), ("train.aggressive", True),
     ("train.ae_pretrain_steps", 100)])
 def test_a_restart_with_another_objective_or_model_is_refused_before_any_work(
