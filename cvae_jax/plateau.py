@@ -58,7 +58,7 @@ class Plateau:
 
   def update(self, valid_nll: float, step: int) -> str:
     """The action after a validation pass at `step` with NLL `valid_nll`."""
-    if step <= self.rule.pretrain_steps:
+    if self.rule.pretrain_steps and step <= self.rule.pretrain_steps:
       return "wait"
     if valid_nll < self.best:
       self.best, self.waited = valid_nll, 0
