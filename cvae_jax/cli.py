@@ -69,6 +69,12 @@ def parse_flags(argv: list[str], required: Sequence[str] = ()) -> list[str]:
   return rest
 
 
+def given_fields(argv: Sequence[str]) -> tuple[str, ...]:
+  """The config fields that `argv` (a command line) sets, as dotted names
+  ('model.posterior'), in order."""
+  return tuple(match.group(1) for arg in argv[1:] if (match := _CONFIG_OVERRIDE.match(arg)))
+
+
 def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError or an OSError exits 2 with
   its message, Ctrl-C 130. A multi-host run ends with every host at a barrier,
@@ -97,15 +103,13 @@ def _exit(message: str, status: int):
 def _unknown_field(argv: list[str]) -> str:
   """'unknown config field config.x.y; ...' for the first override that names no
   field of the base config, or '' if every override does."""
-  for arg in argv[1:]:
-    if not (match := _CONFIG_OVERRIDE.match(arg)):
-      continue
+  for field in given_fields(argv):
     group, path = base_config(), "config"
-    for part in match.group(1).split("."):
+    for part in field.split("."):
       if not isinstance(group, ml_collections.ConfigDict):
-        return f"unknown config field config.{match.group(1)}: {path} is a field, not a group"
+        return f"unknown config field config.{field}: {path} is a field, not a group"
       if part not in group:
-        return (f"unknown config field config.{match.group(1)}; {path} has "
+        return (f"unknown config field config.{field}; {path} has "
                 f"{', '.join(group)} (every field: --config FILE --show_config)")
       group, path = group[part], f"{path}.{part}"
   return ""

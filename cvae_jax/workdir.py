@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import sys
-from typing import Optional
+from typing import Collection, Optional
 
 import jax
 import ml_collections
@@ -49,6 +49,34 @@ def with_run_data(workdir: str, config: ml_collections.ConfigDict
   for field in _RUN_DATA_FIELDS:
     if not config.data[field]:
       config.data[field] = _get(saved, f"data.{field}") or ""
+  return config
+
+
+def with_run_model(workdir: str, config: ml_collections.ConfigDict,
+                   given: Collection[str]) -> ml_collections.ConfigDict:
+  """`config` with the run's value of every model field the command line leaves alone.
+
+  So evaluating or sampling a run needs none of the flags it was trained with
+  (`--config.model.posterior=gaussian`, `--config.train.aggressive=True`, ...):
+  each field of `_MODEL_FIELDS` but the dataset that is not in `given` (dotted
+  names set on the command line, `cli.given_fields()`) takes the run's value,
+  and a note on stderr names those that differ from `config`. A field in
+  `given` is kept, so `check_run` refuses it if it is not the run's.
+  """
+  saved = _saved_config(workdir)
+  if saved is None:
+    return config
+  config = copy.deepcopy(config)
+  saved, defaults = flat_fields(saved), flat_fields(base_config().to_dict())
+  taken = []
+  for field in _MODEL_FIELDS:
+    group, name = field.split(".")
+    value = saved.get(field, defaults[field])
+    if group != "data" and field not in given and config[group][name] != value:
+      config[group][name] = value
+      taken.append(f"config.{field}={value!r}")
+  if taken and jax.process_index() == 0:
+    print(f"note: {workdir}: the run's {', '.join(taken)}", file=sys.stderr)
   return config
 
 

@@ -22,7 +22,7 @@ every random choice. Prints one sentence per line, or with --json one object
 {"mode", "checkpoint", "step", "samples": [{"text", "log_prob", ...}]}, where
 reconstruct adds each "input" as the model read it and interpolate the
 position "t" in [0, 1]. Uses the run's best checkpoint (the latest if none is
-best yet).
+best yet) and the run's model fields where the command line sets none.
 """
 
 import json
@@ -34,6 +34,7 @@ import jax
 from cvae_jax import cli, sampling
 from cvae_jax.errors import CvaeError
 from cvae_jax.trained import Trained, load_trained
+from cvae_jax.workdir import with_run_model
 
 NUM = flags.DEFINE_integer("num", 10, "prior: sentences to sample.")
 METHOD = flags.DEFINE_enum("method", "greedy", list(sampling.METHODS), "Decoding method.")
@@ -113,7 +114,8 @@ def _sentences(mode: str) -> list[str]:
 
 def generate(argv: list[str]) -> None:
   """Checks the arguments and input, loads the run, prints its sentences."""
-  config, workdir = cli.CONFIG.value, cli.WORKDIR.value
+  workdir = cli.WORKDIR.value
+  config = with_run_model(workdir, cli.CONFIG.value, cli.given_fields(sys.argv))
   mode = _mode(argv)
   max_length = (config.data.max_length + 1 if MAX_LENGTH.value is None
                 else MAX_LENGTH.value)

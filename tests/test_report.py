@@ -1,4 +1,5 @@
-"""launch/evaluate.py on a trained run: the run's own data, the table before any write."""
+"""launch/evaluate.py on a trained run: the run's own data and model, the table before
+any write."""
 
 import json
 import os
@@ -23,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-  """A configs/ptb.py:tiny run on a small corpus in its own source_dir, with an
-  untrained best checkpoint (step 0)."""
+  """A configs/ptb.py:tiny run of the Gaussian VAE on a small corpus in its own
+  source_dir, with an untrained best checkpoint (step 0)."""
   tmp = tmp_path_factory.mktemp("text_run")
   rng = np.random.default_rng(0)
   words = [f"w{i}" for i in range(40)]
@@ -34,6 +35,7 @@ def text_run(tmp_path_factory):
     (tmp / "src" / f"{split}.txt").write_text("\n".join(lines) + "\n")
   config = ptb.get_config("tiny")
   config.data.source_dir, config.data.tfds_dir = str(tmp / "src"), str(tmp / "tfds")
+  config.model.posterior = "gaussian"
   corpus = data.load_corpus(config.data)
   prepare_workdir(str(tmp / "run"), config, corpus.vocab)
   example = {"tokens": np.array([[data.BOS, data.EOS]], np.int32),
@@ -47,16 +49,17 @@ def text_run(tmp_path_factory):
   return tmp
 
 
-def test_evaluate_reads_the_run_s_data_and_prints_the_table_before_a_failed_write(
+def test_evaluate_reads_the_run_s_data_and_model_and_prints_the_table_before_a_failed_write(
     text_run):
   workdir = text_run / "run"
   (workdir / "eval_test.json").mkdir()  # the write fails, even for root
   result = subprocess.run(
       [sys.executable, "launch/evaluate.py", "--config", "configs/ptb.py:tiny",
-       f"--workdir={workdir}"],  # no --config.data.source_dir, no tfds_dir
+       f"--workdir={workdir}"],  # no source_dir, tfds_dir or posterior
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, XLA_FLAGS=""))
   assert result.returncode == 2
+  assert f"note: {workdir}: the run's config.model.posterior='gaussian'" in result.stderr
   assert "NLL, importance-weighted (nats/sentence)" in result.stdout
   assert re.search(r"^checkpoint's train step +0$", result.stdout, re.MULTILINE)
   assert result.stderr.splitlines()[-1] == (

@@ -9,7 +9,7 @@ import pytest
 
 from cvae_jax import cli, data, train
 from cvae_jax.errors import CvaeError
-from cvae_jax.workdir import prepare_workdir, with_run_data
+from cvae_jax.workdir import check_run, prepare_workdir, with_run_data, with_run_model
 from configs import ptb
 
 VOCAB = data.Vocab((*data.vocab.SPECIALS, "a", "b"))
@@ -81,6 +81,31 @@ def test_without_a_source_dir_the_run_s_own_data_is_used(run):
   other.data.source_dir = "/elsewhere"
   assert with_run_data(run, other).data.source_dir == "/elsewhere"
   assert with_run_data(os.path.dirname(run) + "/new", other) is other
+
+
+def test_evaluation_takes_the_model_fields_the_command_line_leaves_alone(tmp_path, capsys):
+  trained = ptb.get_config("tiny")
+  trained.model.posterior, trained.train.aggressive, trained.model.dropout = (
+      "gaussian", True, 0.1)
+  workdir = str(tmp_path / "run")
+  prepare_workdir(workdir, trained, VOCAB)
+  argv = ["evaluate.py", "--config", "configs/ptb.py:tiny", "--config.eval.iw_samples=5"]
+  config = with_run_model(workdir, ptb.get_config("tiny"), cli.given_fields(argv))
+  assert (config.model.posterior, config.train.aggressive) == ("gaussian", True)
+  assert config.model.dropout == ptb.get_config("tiny").model.dropout  # not a model field
+  assert capsys.readouterr().err == (
+      f"note: {workdir}: the run's config.model.posterior='gaussian', "
+      "config.train.aggressive=True\n")
+  check_run(workdir, config)  # accepted
+  # A field set on the command line stays, and is refused if it is not the run's.
+  given = cli.given_fields([*argv, "--config.model.posterior", "copula", "--noconfig.x.y"])
+  assert given == ("eval.iw_samples", "model.posterior", "x.y")
+  config = with_run_model(workdir, ptb.get_config("tiny"), given)
+  assert config.model.posterior == "copula"
+  with pytest.raises(CvaeError, match="config.model.posterior='gaussian', not 'copula'"):
+    check_run(workdir, config)
+  other = ptb.get_config("tiny")
+  assert with_run_model(str(tmp_path / "none"), other, ()) is other  # no run there
 
 
 def test_a_workdir_that_is_a_file_is_one_error_line(tmp_path, capsys, parsed_flags):
