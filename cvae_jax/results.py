@@ -6,6 +6,12 @@ its runs have finished; unfinished runs are left out of the means and never
 count as zeros. Metrics come from `eval_<split>.json` (launch/evaluate.py,
 with the importance-weighted NLL) or else from the test event that training
 writes at its end (no IW-NLL).
+
+A run's record is what the tables and figures read: config.json,
+metrics.jsonl and eval_<split>.json, without checkpoints (a few hundred KB).
+`keep_records` copies records into a folder that can live beside the docs,
+so that the tables are regenerated from it after the workdirs are gone and
+runs trained at different times share one table.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from typing import Optional, Sequence
 
 import numpy as np
@@ -69,6 +76,48 @@ def find_runs(paths: Sequence[str]) -> list[str]:
       raise CvaeError(f"{path} holds no run (no config.json in it or its sub-folders)")
     runs.extend(children)
   return runs
+
+
+def keep_records(paths: Sequence[str], dest: str) -> list[str]:
+  """Copies the record of every run in `paths` into `dest/<run folder name>/`
+  (replacing an older record of that name, one folder at a time) and adds the
+  grid.json entries beside the runs to `dest/grid.json`; the folders written."""
+  workdirs = [w for w in find_runs(paths)
+              if os.path.normpath(os.path.dirname(w)) != os.path.normpath(dest)]
+  kept = []
+  for workdir in workdirs:
+    target = os.path.join(dest, os.path.basename(os.path.normpath(workdir)))
+    names = [n for n in sorted(os.listdir(workdir)) if _is_record_file(n)]
+    shutil.rmtree(target + ".tmp", ignore_errors=True)
+    try:
+      os.makedirs(target + ".tmp")
+      for name in names:
+        shutil.copy2(os.path.join(workdir, name), target + ".tmp")
+      shutil.rmtree(target, ignore_errors=True)
+      os.replace(target + ".tmp", target)
+    except OSError as e:
+      shutil.rmtree(target + ".tmp", ignore_errors=True)
+      raise CvaeError(f"cannot keep the record of {workdir} in {target}: "
+                      f"{e.strerror or e}") from e
+    kept.append(target)
+  entries = _grid_entries(dest)
+  for root in sorted({os.path.dirname(os.path.normpath(w)) for w in workdirs}):
+    entries += [e for e in _grid_entries(root) if e not in entries]
+  if entries:
+    with open(os.path.join(dest, "grid.json.tmp"), "w") as f:
+      json.dump(entries, f, indent=2)
+    os.replace(os.path.join(dest, "grid.json.tmp"), os.path.join(dest, "grid.json"))
+  return kept
+
+
+def _is_record_file(name: str) -> bool:
+  return name in ("config.json", "metrics.jsonl") or bool(
+      re.fullmatch(r"eval_[a-z]+\.json", name))
+
+
+def _grid_entries(root: str) -> list[dict]:
+  path = os.path.join(root, "grid.json")
+  return _read_json(path) if os.path.isfile(path) else []
 
 
 def load_result(workdir: str, split: str) -> RunResult:
@@ -178,12 +227,10 @@ def provenance(workdirs: Sequence[str]) -> str:
   """The grid commands and hardware recorded beside the runs (grid.json)."""
   lines = []
   for root in sorted({os.path.dirname(os.path.normpath(w)) for w in workdirs}):
-    path = os.path.join(root, "grid.json")
-    if not os.path.isfile(path):
+    entries = _grid_entries(root)
+    if not entries:
       lines.append(f"- `{root}`: runs of launch/train.py (no grid.json beside them)")
-      continue
-    for entry in _read_json(path):
-      lines.append(f"- `{entry['command']}` on {entry['hardware']}")
+    lines += [f"- `{entry['command']}` on {entry['hardware']}" for entry in entries]
   return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -144,6 +145,43 @@ def test_provenance_names_the_grid_command_and_hardware(tmp_path):
   assert "`python launch/report.py y`" in text
 
 
+def _grid(root, runs, command):
+  """Fake runs {name: metrics or None} under `root` with a grid.json and a checkpoint."""
+  for name, m in runs.items():
+    fake_run(root / name, posterior=name.split("=")[1], metrics=m)
+    os.makedirs(root / name / "checkpoints" / "10")
+  with open(root / "grid.json", "w") as f:
+    json.dump([{"command": command, "hardware": "1 x CPU"}], f)
+
+
+def test_kept_records_remake_the_tables_after_the_workdirs_are_gone(tmp_path):
+  _grid(tmp_path / "a", {"posterior=gaussian": metrics(100.0), "posterior=none": None},
+        "grid a")
+  kept = tmp_path / "docs" / "runs"
+  before = results.tables([results.load_result(w, "test")
+                           for w in results.find_runs([str(tmp_path / "a")])])
+  assert sorted(results.keep_records([str(tmp_path / "a")], str(kept))) == [
+      str(kept / "posterior=gaussian"), str(kept / "posterior=none")]
+  assert sorted(os.listdir(kept / "posterior=gaussian")) == [
+      "config.json", "eval_test.json", "metrics.jsonl"]  # no checkpoints
+  # Later, from another grid root: a new record, a finished one replacing the
+  # unfinished one; the records kept before stay, and so do their commands.
+  _grid(tmp_path / "b", {"posterior=none": metrics(103.0),
+                         "posterior=copula": metrics(99.0, log_copula=5.0)}, "grid b")
+  results.keep_records([str(tmp_path / "b")], str(kept))
+  results.keep_records([str(tmp_path / "b")], str(kept))  # again: nothing doubles
+  shutil.rmtree(tmp_path / "a")
+  shutil.rmtree(tmp_path / "b")
+  text = results.report([str(kept)], "test", "python launch/report.py docs/runs")
+  rows = _rows(text)
+  assert rows["gaussian"][3] == "99.50" and rows["none"][1] == "1 of 1"
+  assert rows["copula"][3] == "98.50"
+  assert text.count("`grid a` on 1 x CPU") == 1 and text.count("`grid b` on 1 x CPU") == 1
+  assert _rows(before)["none"][1] == "0 of 1"
+  # Keeping the kept folder's own records is a no-op.
+  assert results.keep_records([str(kept)], str(kept)) == []
+
+
 def test_a_folder_without_runs_is_an_error(tmp_path):
   with pytest.raises(CvaeError, match="holds no run"):
     results.find_runs([str(tmp_path)])
@@ -157,6 +195,14 @@ def test_the_launcher_writes_the_block(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   assert "<!-- report:ptb -->" in out.read_text() and "100.00" in out.read_text()
+  kept = tmp_path / "kept"
+  done = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "runs"),
+                         "--keep", str(kept), "--out", str(out), "--name", "ptb"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert done.stderr == f"kept {kept / 'g'}\n"
+  assert (f"Tables made by `python launch/report.py {kept} --out {out} --name ptb`"
+          in out.read_text())
   bad = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "nothing")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.startswith("error:")
