@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cvae_jax import data, parallel, plotting
+from cvae_jax import data, parallel, plotting, results
 from cvae_jax.errors import CvaeError
 from cvae_jax.models import TextVAE
 from cvae_jax.trained import load_trained
@@ -52,14 +52,16 @@ def _has_posterior_means(workdir: str, run: plotting.Run) -> bool:
           any(os.path.isdir(d) and os.listdir(d) for d in checkpoints))
 
 
-def write_figures(workdirs: list[str], out: str) -> tuple[list[str], list[str]]:
-  """Writes the figures that the runs in `workdirs` support into `out`.
+def write_figures(paths: list[str], out: str) -> tuple[list[str], list[str]]:
+  """Writes the figures that the runs in `paths` (run folders or folders of
+  runs, such as a grid's root) support into `out`.
 
   Returns their paths, and notes naming the runs a λ sweep leaves out and why.
   """
-  if not workdirs:
+  if not paths:
     raise CvaeError("no run directories given: python launch/plot.py RUN [RUN ...] "
                     "--out DIR")
+  workdirs = results.find_runs(paths)
   runs = [plotting.load_run(w) for w in workdirs]
   os.makedirs(out, exist_ok=True)
   written = []

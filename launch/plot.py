@@ -1,5 +1,8 @@
 """Figures of one or more runs: python launch/plot.py runs/a runs/b --out figures
 
+Each argument is a run folder or a folder of runs (a grid's root, or records
+kept by `launch/report.py --keep`).
+
 Writes, and prints the path of, each figure the runs support (see
 cvae_jax/figures.py); says on stderr which runs a figure leaves out and why.
 """

@@ -104,7 +104,7 @@ def _launch(script, *args):
 
 def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
   out = tmp_path / "figures"
-  result = _launch("plot.py", *sweep, "--out", str(out))
+  result = _launch("plot.py", str(tmp_path), "--out", str(out))  # the runs' folder
   assert result.returncode == 0, result.stderr
   names = ["training_curves.png", "diagnostics.png",
            "lambda_sweep_ptb_emb200_hidden200_z32.png"]
@@ -139,7 +139,8 @@ def test_lambda_sweeps_group_runs_by_dataset_and_size_and_name_the_runs_left_out
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{tmp}/nothing_here"], "holds no config.json"),
+    (["{tmp}/nothing_here"], "is not a run folder or a folder of runs"),
+    (["{tmp}"], "holds no run (no config.json in it or its sub-folders)"),
     ([], "no run directories given"),
 ])
 def test_cli_exits_2_with_one_line_on_bad_runs(tmp_path, args, message):
