@@ -182,6 +182,14 @@ def test_kept_records_remake_the_tables_after_the_workdirs_are_gone(tmp_path):
   assert results.keep_records([str(kept)], str(kept)) == []
 
 
+def test_a_record_that_cannot_be_kept_is_an_error_and_leaves_nothing(tmp_path):
+  _grid(tmp_path / "a", {"posterior=gaussian": metrics(100.0)}, "grid a")
+  (tmp_path / "file").write_text("not a folder")
+  with pytest.raises(CvaeError, match="cannot keep the record of .*posterior=gaussian"):
+    results.keep_records([str(tmp_path / "a")], str(tmp_path / "file" / "runs"))
+  assert (tmp_path / "file").read_text() == "not a folder"
+
+
 def test_a_folder_without_runs_is_an_error(tmp_path):
   with pytest.raises(CvaeError, match="holds no run"):
     results.find_runs([str(tmp_path)])
