@@ -1,5 +1,10 @@
 """The posteriors' densities, samples and KL against independent computations."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +14,10 @@ from scipy import stats
 
 from cvae_jax.models.posteriors import EXTRA_LOSS, DiagonalGaussian, GaussianCopula
 from cvae_jax.models.posteriors.copula import log_copula_density
-from cvae_jax.models.posteriors.dependence import _cholesky_columns, cholesky, covariance
+from cvae_jax.models.posteriors.dependence import (
+    _cholesky_columns, _forward_substitution, cholesky, covariance, solve_lower)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _random_copula(seed, batch=5, latent=6, a_scale=1.0):
@@ -102,6 +110,43 @@ def test_gaussian_log_prob_matches_scipy():
   want = stats.norm(np.array([0.5, -1.0]), np.exp(0.5 * np.array([0.2, -0.3]))).logpdf(
       np.array([0.1, 0.4])).sum()
   np.testing.assert_allclose(q.log_prob(z), [want], rtol=1e-5)
+
+
+def test_forward_substitution_equals_solve_triangular_with_gradients():
+  cop, _, _ = _random_copula(9, batch=4, latent=7)
+  chol = jnp.linalg.cholesky(covariance(cop.w, cop.a))
+  rhs = jax.random.normal(jax.random.key(0), (4, 7, 3))
+  want = jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
+  chex.assert_trees_all_close(_forward_substitution(chol, rhs), want, atol=1e-5)
+  chex.assert_trees_all_close(solve_lower(chol, rhs), want, atol=1e-5)
+  def loss(solve):
+    return lambda chol, rhs: jnp.sum(jnp.sin(solve(chol, rhs)))
+  lapack = lambda chol, rhs: jax.scipy.linalg.solve_triangular(chol, rhs, lower=True)
+  chex.assert_trees_all_close(
+      jax.grad(loss(_forward_substitution), argnums=(0, 1))(chol, rhs),
+      jax.grad(loss(lapack), argnums=(0, 1))(chol, rhs), atol=1e-4)
+
+
+def test_two_solves_in_a_loop_body_finish_on_cpu():
+  """With LAPACK's batched solve, this program hung XLA's CPU runtime on its
+  first or second call (jaxlib 0.10.2); it runs in a subprocess with a time
+  limit so that a hang fails the test instead of stopping the run."""
+  program = textwrap.dedent("""
+      import jax, jax.numpy as jnp
+      from cvae_jax.models.posteriors.dependence import solve_lower
+      chol = jnp.tril(0.1 * jax.random.normal(jax.random.key(0), (64, 32, 32))) + 3 * jnp.eye(32)
+      @jax.jit
+      def f(key):
+        def body(total, key):
+          u = jax.random.normal(key, (64, 32, 20))
+          return total + jnp.sum(solve_lower(chol, u)) + jnp.sum(solve_lower(chol, 2 * u)), None
+        return jax.lax.scan(body, 0.0, jax.random.split(key, 5))[0]
+      for i in range(100):
+        f(jax.random.key(i)).block_until_ready()
+      print("finished")""")
+  done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, env=dict(os.environ, XLA_FLAGS=""))
+  assert done.returncode == 0 and done.stdout == "finished\n", done.stderr[-2000:]
 
 
 def test_cholesky_columns_equal_jnp_linalg_cholesky_with_gradients():

@@ -12,10 +12,10 @@ import flax.linen as nn
 from flax import struct
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from cvae_jax.models.posteriors.base import EXTRA_LOSS, StandardNormal
-from cvae_jax.models.posteriors.dependence import cholesky, covariance, dependence_head
+from cvae_jax.models.posteriors.dependence import (cholesky, covariance, dependence_head,
+                                                   solve_lower)
 from cvae_jax.models.posteriors.gaussian import DiagonalGaussian, GaussianPosterior
 
 
@@ -36,7 +36,7 @@ def log_copula_density(sigma: jax.Array, chol: jax.Array, q: jax.Array) -> jax.A
     [batch] float32.
   """
   diag = jnp.diagonal(sigma, axis1=-2, axis2=-1)
-  white = solve_triangular(chol, q[..., None], lower=True)[..., 0]
+  white = solve_lower(chol, q[..., None])[..., 0]
   half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
   return (0.5 * jnp.sum(jnp.log(diag), axis=-1) - half_log_det
           + 0.5 * jnp.sum(jnp.square(q) / diag - jnp.square(white), axis=-1))

@@ -1,11 +1,13 @@
 """The copula posteriors' dependency structure Sigma = diag(w) + a a^T.
 
 The encoder head of the paper's copula module (Wang & Wang 2019), the
-covariance it defines and its correlation matrix, a Cholesky factor that is
-fast on every platform, and the Gaussian copula with that correlation: its
-samples and log density (triangular solves, no inverse).
+covariance it defines and its correlation matrix, a Cholesky factor and a
+triangular solve that are fast and safe on every platform, and the Gaussian
+copula with that correlation: its samples and log density (triangular solves,
+no inverse).
 """
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -69,6 +71,29 @@ def _cholesky_columns(sigma: jax.Array) -> jax.Array:
   return jax.lax.fori_loop(0, n, column, jnp.zeros_like(sigma))
 
 
+def solve_lower(chol: jax.Array, rhs: jax.Array) -> jax.Array:
+  """L^-1 rhs for a lower-triangular L: [..., n, n], [..., n, m] -> [..., n, m].
+
+  `jax.scipy.linalg.solve_triangular` on GPU and TPU. On CPU its LAPACK
+  custom call can hang XLA's CPU runtime for good (jaxlib 0.10: two batched
+  solves in one loop body, as in the importance-weighted evaluation; see
+  tests/test_copula.py), so there x comes from forward substitution, n steps
+  of plain jnp ops, like the Cholesky factor above.
+  """
+  return jax.lax.platform_dependent(
+      chol, rhs, cpu=_forward_substitution,
+      default=functools.partial(solve_triangular, lower=True))
+
+
+def _forward_substitution(chol: jax.Array, rhs: jax.Array) -> jax.Array:
+  def row(i, x):  # rows < i of x are final, the rest are zero
+    x_i = (rhs[..., i, :] - jnp.einsum("...k,...km->...m", chol[..., i, :], x)
+           ) / chol[..., i, i, None]
+    return x.at[..., i, :].set(x_i)
+
+  return jax.lax.fori_loop(0, chol.shape[-1], row, jnp.zeros_like(rhs))
+
+
 def correlated_normal(chol: jax.Array, key: jax.Array,
                       num_samples: Optional[int] = None) -> jax.Array:
   """u = L eps, eps ~ N(0, I): chol [batch, l, l] -> [batch, l] or [num_samples, batch, l]."""
@@ -97,5 +122,5 @@ def log_copula(chol: jax.Array, u: jax.Array) -> jax.Array:
   shape = jnp.broadcast_shapes(u.shape, chol.shape[:-1])
   u = jnp.broadcast_to(u, shape)
   columns = jnp.moveaxis(u.reshape(-1, *shape[-2:]), 0, -1)  # [batch, l, samples]
-  white = jnp.moveaxis(solve_triangular(chol, columns, lower=True), -1, 0).reshape(shape)
+  white = jnp.moveaxis(solve_lower(chol, columns), -1, 0).reshape(shape)
   return -half_log_det(chol) - 0.5 * jnp.sum(jnp.square(white) - jnp.square(u), axis=-1)

@@ -17,9 +17,9 @@ import flax.linen as nn
 from flax import struct
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from cvae_jax.models.posteriors.base import StandardNormal, WholeKL
+from cvae_jax.models.posteriors.dependence import solve_lower
 from cvae_jax.models.posteriors.gaussian import GaussianPosterior, OnGaussianHeads
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -48,7 +48,7 @@ class FullGaussian(WholeKL):
     diff = z - self.loc  # [..., batch, latent]
     lead, (batch, latent) = diff.shape[:-2], diff.shape[-2:]
     columns = jnp.moveaxis(diff.reshape(-1, batch, latent), 0, -1)  # [batch, latent, n]
-    white = solve_triangular(self.scale_tril, columns, lower=True)
+    white = solve_lower(self.scale_tril, columns)
     mahalanobis = jnp.moveaxis(jnp.sum(jnp.square(white), axis=-2), -1, 0)
     return (-0.5 * latent * _LOG_2PI - jnp.sum(self._log_diag(), axis=-1)
             - 0.5 * mahalanobis.reshape(*lead, batch))
