@@ -291,11 +291,11 @@ def table(records: list[dict]) -> str:
   """A short fixed-width table of the records, with the ratios of `compare`."""
   def ratio(r, name, fmt):
     return format(r[name], fmt) if name in r else ""
-  lines = [f"{'impl':<6}{'case':<15}{'posterior':<10}{'dtype':<9}{'median':>10}{'min':>10}"
+  lines = [f"{'impl':<6}{'case':<15}{'posterior':<16}{'dtype':<9}{'median':>10}{'min':>10}"
            f"{'max':>10}  {'unit':<12}{'GFLOP/s':>8}{'of matmul':>10}{'vs peer':>8}"
            f"{'compile s':>10}"]
   for r in records:
-    lines.append(f"{r['impl']:<6}{r['case']:<15}{r['posterior']:<10}{r['dtype']:<9}"
+    lines.append(f"{r['impl']:<6}{r['case']:<15}{r['posterior']:<16}{r['dtype']:<9}"
                  f"{r['median']:>10.1f}{r['min']:>10.1f}{r['max']:>10.1f}  {r['unit']:<12}"
                  f"{ratio(r, 'gflops', '.1f'):>8}{ratio(r, 'of_matmul', '.0%'):>10}"
                  f"{ratio(r, 'vs_peer', '.2f'):>8}{r['compile_s']:>10.1f}")
