@@ -67,11 +67,11 @@ def with_run_model(workdir: str, config: ml_collections.ConfigDict,
   if saved is None:
     return config
   config = copy.deepcopy(config)
-  saved, defaults = flat_fields(saved), flat_fields(base_config().to_dict())
+  saved = _run_fields(saved)
   taken = []
   for field in _MODEL_FIELDS:
     group, name = field.split(".")
-    value = saved.get(field, defaults[field])
+    value = saved[field]
     if group != "data" and field not in given and config[group][name] != value:
       config[group][name] = value
       taken.append(f"config.{field}={value!r}")
@@ -184,13 +184,18 @@ def _check_fields(workdir: str, saved: dict, config: ml_collections.ConfigDict,
                   fields: tuple[str, ...]) -> None:
   """CvaeError unless `config` has the run's value of each field; a run from
   before a field existed has its default."""
-  saved, new_config = flat_fields(saved), flat_fields(config.to_dict())
-  defaults = flat_fields(base_config().to_dict())
+  saved, new_config = _run_fields(saved), flat_fields(config.to_dict())
   for field in fields:
-    old, new = saved.get(field, defaults[field]), new_config[field]
+    old, new = saved[field], new_config[field]
     if old != new:
       raise CvaeError(f"{workdir} holds a run with config.{field}={old!r}, not {new!r}; "
                       "use another --workdir or the same config")
+
+
+def _run_fields(saved: dict) -> dict:
+  """A run's config.json as {'group.field': value}; a field newer than the run
+  has its default."""
+  return {**flat_fields(base_config().to_dict()), **flat_fields(saved)}
 
 
 def _changed_fields(old: dict, new: dict) -> list[str]:
