@@ -18,6 +18,5 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
-  def pytest_unconfigure(config):
-    del config  # unused
+  def pytest_unconfigure():
     shutil.rmtree(_CACHE_DIR, ignore_errors=True)
