@@ -1,12 +1,23 @@
 """Tiny models, batches and readers shared by the tests."""
 
 import os
+import re
 import struct
 
 import jax
 import numpy as np
 
 from cvae_jax.models import ModelConfig, TextVAE
+
+
+def launcher_env(devices: int = 1) -> dict[str, str]:
+  """The environment for a launcher subprocess: the session's XLA flags with
+  `devices` simulated CPU devices instead of conftest's 8."""
+  flags = re.sub(r"\s*--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", ""))
+  if devices > 1:
+    flags += f" --xla_force_host_platform_device_count={devices}"
+  return dict(os.environ, XLA_FLAGS=flags.strip())
 
 
 def tiny_model(posterior="copula", vocab_size=30, **kw) -> TextVAE:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvae_jax import benchmark
-from tests.helpers import init_variables, tiny_model
+from tests.helpers import init_variables, launcher_env, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = {"impl", "case", "posterior", "unit", "median", "min", "max", "rounds", "compile_s",
@@ -30,7 +30,7 @@ def test_benchmark_prints_one_record_per_case(tmp_path):
        "--dtypes", "bfloat16", "--rounds", "2", "--warmup", "1",
        "--config.eval.iw_samples=4", "--out", str(out)] + (["--peer", "torch"] if peer else []),
       cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+      env=launcher_env(devices=2))
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in out.read_text().splitlines()]
   peer_cases = [("torch", "train_fixed")] if peer else []
@@ -56,11 +56,9 @@ def _dot_flops(jaxpr) -> float:
   total = 0.0
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "dot_general":
-      (lhs_c, _), (lhs_b, _) = eqn.params["dimension_numbers"]
-      lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-      out = eqn.outvars[0].aval.shape
+      (lhs_c, _), _ = eqn.params["dimension_numbers"]
+      lhs, out = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
       total += 2.0 * np.prod(out) * np.prod([lhs[i] for i in lhs_c])
-      del rhs, lhs_b
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       total += _dot_flops(sub) * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
   return total

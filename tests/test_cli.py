@@ -9,6 +9,7 @@ import pytest
 from cvae_jax import config_fields
 from cvae_jax.config import base_config, flat_fields
 from configs import ptb
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _launch(script, *args):
   return subprocess.run([sys.executable, f"launch/{script}", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, XLA_FLAGS=""))
+                        env=launcher_env())
 
 
 def test_every_config_field_has_a_comment():

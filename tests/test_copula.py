@@ -16,6 +16,7 @@ from cvae_jax.models.posteriors import EXTRA_LOSS, DiagonalGaussian, GaussianCop
 from cvae_jax.models.posteriors.copula import log_copula_density
 from cvae_jax.models.posteriors.dependence import (
     _cholesky_columns, _forward_substitution, cholesky, covariance, solve_lower)
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,7 +146,7 @@ def test_two_solves_in_a_loop_body_finish_on_cpu():
         f(jax.random.key(i)).block_until_ready()
       print("finished")""")
   done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120, env=dict(os.environ, XLA_FLAGS=""))
+                        text=True, timeout=120, env=launcher_env())
   assert done.returncode == 0 and done.stdout == "finished\n", done.stderr[-2000:]
 
 

@@ -10,6 +10,7 @@ import pytest
 from cvae_jax import grid
 from cvae_jax.errors import CvaeError
 from configs import synthetic
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +91,7 @@ def test_the_launcher_trains_evaluates_then_skips(tmp_path):
          f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--config.train.num_steps=4",
          "--config.eval.iw_samples=2", "--sweep", "model.posterior=gaussian",
          f"--root={tmp_path / 'grid'}"]
-  env = dict(os.environ, XLA_FLAGS="")
+  env = launcher_env()
   first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert first.returncode == 0, first.stderr[-2000:]
   run = tmp_path / "grid" / "posterior=gaussian"

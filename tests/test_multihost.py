@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cvae_jax.writer import read_events
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ def _free_port():
 
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="")
+  env = launcher_env()
   subprocess.run(_train(tmp_path, tmp_path / "one"), cwd=ROOT, env=env, check=True,
                  capture_output=True, timeout=600)
   port = _free_port()

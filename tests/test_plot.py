@@ -12,6 +12,7 @@ import pytest
 from cvae_jax import figures, plotting
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +100,7 @@ def _launch(script, *args):
   """launch/<script> on one CPU device (conftest's 8 simulated ones are slower)."""
   return subprocess.run([sys.executable, f"launch/{script}", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, XLA_FLAGS=""))
+                        env=launcher_env())
 
 
 def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):

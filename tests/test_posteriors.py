@@ -9,7 +9,6 @@ import pytest
 from cvae_jax import objectives
 from cvae_jax.models import ModelConfig
 from cvae_jax.models import posteriors
-from cvae_jax.models.posteriors import log_standard_normal
 from tests.helpers import perturb
 
 BATCH, LATENT = 5, 2

@@ -18,6 +18,7 @@ from cvae_jax.errors import CvaeError
 from cvae_jax.models import TextVAE
 from cvae_jax.workdir import prepare_workdir
 from configs import ptb
+from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +58,7 @@ def test_evaluate_reads_the_run_s_data_and_model_and_prints_the_table_before_a_f
       [sys.executable, "launch/evaluate.py", "--config", "configs/ptb.py:tiny",
        f"--workdir={workdir}"],  # no source_dir, tfds_dir or posterior
       cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, XLA_FLAGS=""))
+      env=launcher_env())
   assert result.returncode == 2
   assert f"note: {workdir}: the run's config.model.posterior='gaussian'" in result.stderr
   assert "NLL, importance-weighted (nats/sentence)" in result.stdout

@@ -21,7 +21,7 @@ from cvae_jax.errors import CvaeError
 from cvae_jax.models import TextVAE, posteriors
 from cvae_jax.workdir import prepare_workdir
 from configs import synthetic
-from tests.helpers import init_variables, random_batch, tiny_model
+from tests.helpers import init_variables, launcher_env, random_batch, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = 12  # the stubs' vocabulary: the 4 specials and tokens 4..11
@@ -299,7 +299,7 @@ def _start(workdir, *flags):
        f"--workdir={workdir}",
        f"--config.data.tfds_dir={os.path.join(os.path.dirname(workdir), 'tfds')}", *flags],
       cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, env=dict(os.environ, XLA_FLAGS=""))
+      text=True, env=launcher_env())
 
 
 def _finish(process, stdin):

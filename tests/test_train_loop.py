@@ -18,7 +18,7 @@ from cvae_jax.config import validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
 from configs import synthetic
-from tests.helpers import tb_scalars
+from tests.helpers import launcher_env, tb_scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,7 +115,7 @@ def _launch(tmp_path, *args):
       [sys.executable, "launch/train.py", "--config", "configs/synthetic.py:tiny",
        f"--config.data.tfds_dir={tmp_path / 'tfds'}", *args],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, XLA_FLAGS=""))
+      env=launcher_env())
 
 
 @pytest.mark.parametrize("args, message", [
@@ -180,7 +180,7 @@ def test_ctrl_c_ends_with_one_line_and_exit_130_keeping_the_checkpoint(tmp_path)
          f"--config.data.tfds_dir={tmp_path / 'tfds'}", f"--workdir={workdir}",
          "--config.train.num_steps=100000", "--config.train.checkpoint_every=10"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, XLA_FLAGS=""))
+        env=launcher_env())
   finally:
     signal.signal(signal.SIGINT, previous)
   try:
