@@ -17,12 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fake_run(path, posterior="gaussian", seed=0, copula_weight=0.4, emb=512,
-             metrics=None, in_events=False, **model):
+             metrics=None, in_events=False, dataset="ptb", train=(), **model):
   """A workdir with config.json and, if `metrics`, eval_test.json (or a test event)."""
   c = base_config()
-  c.data.name, c.seed = "ptb", seed
+  c.data.name, c.seed = dataset, seed
   c.model.update(posterior=posterior, copula_weight=copula_weight, emb_dim=emb,
                  hidden_dim=emb, **model)
+  c.train.update(dict(train))
   os.makedirs(path)
   with open(os.path.join(path, "config.json"), "w") as f:
     f.write(c.to_json())
@@ -68,8 +69,43 @@ def test_seeds_are_averaged_and_unfinished_runs_are_not_zeros(tmp_path):
   assert gaussian["IW-NLL"] == f"100.50 ± {np.std([100, 102], ddof=1):.2f}"
   lm = dict(zip(head, rows["none"]))
   assert lm["runs"] == "0 of 1" and lm["-ELBO"] == "—" and lm["K"] == "—"
-  assert "paper's Table 3" in text and "VAE 105.2 / 1.74 / 121" in gaussian[head[-1]]
+  assert "paper's Table 3" in text and "VAE 105.2 / 1.74 / 121" in gaussian[head[-2]]
   assert "paper-conv. NLL" not in text  # no copula term among these runs
+
+
+def test_published_rows_match_the_model_and_its_training_procedure(tmp_path):
+  for name, posterior, train, model in [
+      ("plain", "gaussian", {}, {}), ("cyc", "gaussian", {"kl_cycles": 4}, {}),
+      ("fb", "gaussian", {"ae_pretrain_steps": 10, "free_bits": 0.25}, {}),
+      ("fb_only", "gaussian", {"free_bits": 0.25}, {}),
+      ("cyc_wd", "gaussian", {"kl_cycles": 4}, {"word_dropout": 0.25}),
+      ("cop", "copula", {}, {}), ("cop_cyc", "copula", {"kl_cycles": 4}, {})]:
+    fake_run(tmp_path / "ptb" / name, posterior, train=train, metrics=metrics(100.0), **model)
+  fake_run(tmp_path / "yahoo" / "lag", dataset="yahoo", train={"aggressive": True},
+           metrics=metrics(330.0))
+  fake_run(tmp_path / "yahoo" / "cop", "copula", copula_weight=0.5, dataset="yahoo",
+           metrics=metrics(340.0))
+  ptb, yahoo = (results.report([str(tmp_path / d)], "test", "r") for d in ("ptb", "yahoo"))
+  paper, later = "paper's Table 3 (NLL / KL / PPL, its convention)", \
+      "later work (honest bounds, their sizes)"
+  rows = {label: [c.strip("| ") for c in row] for label, row in _rows(ptb).items()}
+  cells = {label: dict(zip(rows["model"], row)) for label, row in rows.items()}
+  want = {
+      "gaussian": ("VAE 105.2 / 1.74 / 121", "VAE + annealing -ELBO 101.28"),
+      "gaussian, kl_cycles=4": ("", "cyclical -ELBO 102.81"),
+      "gaussian, ae_pretrain_steps=10, free_bits=0.25": (
+          "", "pretraining + free bits -ELBO 102.41"),
+      "gaussian, free_bits=0.25": ("", ""),
+      "gaussian, word_dropout=0.25, kl_cycles=4": ("", ""),
+      "copula": ("Copula-VAE λ=0.4 92.2 / 7.3 / 67.2", ""),
+      "copula, kl_cycles=4": ("", "")}
+  assert {k: v for k, v in cells.items() if k != "model"}.keys() == want.keys()
+  for label, (paper_cell, later_cell) in want.items():
+    assert cells[label][paper] == paper_cell, label
+    assert cells[label][later].startswith(later_cell), label
+    assert bool(cells[label][later]) == bool(later_cell), label
+  assert "paper's Table 5" in yahoo and "lagging-VAE 326.6 / 6.7 / 64.9" in yahoo
+  assert "lagging IW-NLL 326.6" in yahoo and "Copula-VAE λ=0.5 344.2" in yahoo
 
 
 def test_lambda_labels_only_the_copula_and_sizes_make_separate_tables(tmp_path):
