@@ -1,7 +1,7 @@
 """A grid of runs: every combination of swept config fields, one workdir each.
 
   <root>/<field>=<value>,<field>=<value>/   one run of launch/train.py
-  <root>/grid.json                          the commands and the hardware
+  <root>/grid.json                          the commands, hardware and run names
 
 Runs go one after another (or `parallel` at a time, each logging to its
 workdir's `log.txt`). A finished run (its test event written, and its
@@ -128,15 +128,17 @@ def config_flags(argv: Sequence[str]) -> list[str]:
   return out
 
 
-def record(root: str, argv: Sequence[str]) -> None:
-  """Appends this grid command and the hardware to <root>/grid.json."""
+def record(root: str, argv: Sequence[str], runs: Sequence[GridRun]) -> None:
+  """Appends this grid command, the hardware and the names of its runs to
+  <root>/grid.json (the report names a command only beside its runs)."""
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, "grid.json")
   entries = []
   if os.path.isfile(path):
     with open(path) as f:
       entries = json.load(f)
-  entry = {"command": " ".join(["python", "launch/grid.py", *argv]), "hardware": hardware()}
+  entry = {"command": " ".join(["python", "launch/grid.py", *argv]), "hardware": hardware(),
+           "runs": [run.name for run in runs]}
   if entry not in entries:
     entries.append(entry)
   with open(path + ".tmp", "w") as f:

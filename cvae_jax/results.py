@@ -136,8 +136,8 @@ def keep_records(paths: Sequence[str], dest: str) -> list[str]:
                       f"{e.strerror or e}") from e
     kept.append(target)
   entries = _grid_entries(dest)
-  for root in sorted({os.path.dirname(os.path.normpath(w)) for w in workdirs}):
-    entries += [e for e in _grid_entries(root) if e not in entries]
+  for root, names in _by_root(workdirs).items():
+    entries += [e for e in _grid_entries(root, names) if e not in entries]
   if entries:
     with open(os.path.join(dest, "grid.json.tmp"), "w") as f:
       json.dump(entries, f, indent=2)
@@ -150,9 +150,21 @@ def _is_record_file(name: str) -> bool:
       re.fullmatch(r"eval_[a-z]+\.json", name))
 
 
-def _grid_entries(root: str) -> list[dict]:
+def _grid_entries(root: str, names: Optional[set[str]] = None) -> list[dict]:
+  """The grid.json entries of `root`; with `names`, those of the grids that
+  made one of these runs (a grid just started has no run folder yet; entries
+  from before grids named their runs are always included)."""
   path = os.path.join(root, "grid.json")
-  return _read_json(path) if os.path.isfile(path) else []
+  entries = _read_json(path) if os.path.isfile(path) else []
+  return [e for e in entries if names is None or "runs" not in e or names & set(e["runs"])]
+
+
+def _by_root(workdirs: Sequence[str]) -> dict[str, set[str]]:
+  """{grid root: names of its run folders among `workdirs`}, roots sorted."""
+  roots: dict[str, set[str]] = {}
+  for w in sorted(os.path.normpath(w) for w in workdirs):
+    roots.setdefault(os.path.dirname(w), set()).add(os.path.basename(w))
+  return dict(sorted(roots.items()))
 
 
 def load_result(workdir: str, split: str) -> RunResult:
@@ -273,8 +285,8 @@ def _model_key(model: dict) -> str:
 def provenance(workdirs: Sequence[str]) -> str:
   """The grid commands and hardware recorded beside the runs (grid.json)."""
   lines = []
-  for root in sorted({os.path.dirname(os.path.normpath(w)) for w in workdirs}):
-    entries = _grid_entries(root)
+  for root, names in _by_root(workdirs).items():
+    entries = _grid_entries(root, names)
     if not entries:
       lines.append(f"- `{root}`: runs of launch/train.py (no grid.json beside them)")
     lines += [f"- `{entry['command']}` on {entry['hardware']}" for entry in entries]

@@ -30,8 +30,9 @@ def main(argv):
   del argv
   sweeps = grid.parse_sweeps(cli.CONFIG.value, SWEEP.value)
   config_flags = grid.config_flags(sys.argv[1:])
-  grid.record(ROOT.value, sys.argv[1:])
-  status = grid.run_grid(ROOT.value, grid.grid_runs(sweeps), config_flags,
+  runs = grid.grid_runs(sweeps)
+  grid.record(ROOT.value, sys.argv[1:], runs)
+  status = grid.run_grid(ROOT.value, runs, config_flags,
                          SPLIT.value or None, PARALLEL.value)
   width = max(map(len, status))
   print("\n".join(f"{name:<{width}}  {s}" for name, s in status.items()))

@@ -101,6 +101,7 @@ def test_the_launcher_trains_evaluates_then_skips(tmp_path):
   assert "posterior=gaussian  skipped" in again.stdout
   entries = json.loads((tmp_path / "grid" / "grid.json").read_text())
   assert len(entries) == 1 and "--sweep model.posterior=gaussian" in entries[0]["command"]
+  assert entries[0]["runs"] == ["posterior=gaussian"]
   bad = subprocess.run(cmd[:-3] + ["--sweep", "model.nope=1", f"--root={tmp_path / 'g2'}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert bad.returncode == 2 and "config.model.nope" in bad.stderr

@@ -181,6 +181,22 @@ def test_provenance_names_the_grid_command_and_hardware(tmp_path):
   assert "`python launch/report.py y`" in text
 
 
+def test_a_grid_is_named_only_beside_its_runs(tmp_path):
+  """A grid whose runs have no folder yet (just started) is left out, by
+  report and keep alike; an entry from before grids named their runs is not."""
+  run = fake_run(tmp_path / "grid" / "posterior=gaussian", metrics=metrics(100.0))
+  with open(tmp_path / "grid" / "grid.json", "w") as f:
+    json.dump([{"command": "old", "hardware": "CPU"},
+               {"command": "mine", "hardware": "CPU", "runs": ["posterior=gaussian"]},
+               {"command": "started", "hardware": "CPU", "runs": ["posterior=copula"]}], f)
+  text = results.report([str(tmp_path / "grid")], "test", "r")
+  assert "`old`" in text and "`mine`" in text and "`started`" not in text
+  kept = tmp_path / "kept"
+  results.keep_records([run], str(kept))
+  assert [e["command"] for e in json.loads((kept / "grid.json").read_text())] == [
+      "old", "mine"]
+
+
 def _grid(root, runs, command):
   """Fake runs {name: metrics or None} under `root` with a grid.json and a checkpoint."""
   for name, m in runs.items():
