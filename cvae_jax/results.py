@@ -17,6 +17,7 @@ runs trained at different times share one table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -186,8 +187,7 @@ def row_labels(results: Sequence[RunResult]) -> list[str]:
   where its value is not the one most of them share (with no such value,
   on every row). E.g. 'gaussian' and 'gaussian, word_dropout=0.25'. A run
   from before a field existed has its default."""
-  defaults = flat_fields(base_config().to_dict())  # of fields newer than a run
-  flat = [{**defaults, **flat_fields(r.config)} for r in results]
+  flat = [_flat_config(r.config) for r in results]
   varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
                    and not k.startswith("eval.") and k != "model.posterior"
                    and len({json.dumps(f.get(k)) for f in flat}) > 1)
@@ -269,10 +269,20 @@ def _has_copula_term(metrics: list[dict]) -> bool:
 def procedure(config: dict) -> Optional[str]:
   """The run's training procedure as the published rows name it: '' for the
   recipe alone, None for a combination that no published row has."""
-  default = flat_fields(base_config().to_dict())
-  flat = {**default, **flat_fields(config)}
-  switched = frozenset(k for k in _PROCEDURE_FIELDS if flat[k] != default[k])
+  flat = _flat_config(config)
+  switched = frozenset(k for k in _PROCEDURE_FIELDS if flat[k] != _defaults()[k])
   return _PROCEDURES.get(switched)
+
+
+@functools.cache
+def _defaults() -> dict:
+  return flat_fields(base_config().to_dict())
+
+
+def _flat_config(config: dict) -> dict:
+  """A run's config.json as {'group.field': value}; a field newer than the
+  run has its default."""
+  return {**_defaults(), **flat_fields(config)}
 
 
 def _model_key(model: dict) -> str:
