@@ -1,10 +1,13 @@
 """The figures that a set of runs supports, written to a folder.
 
-  training_curves.png        train/validation reconstruction and KL (paper's Fig. 4)
+  training_curves.png        train/validation reconstruction and KL of every run
   diagnostics.png            validation MI and active units against steps
   lambda_sweep_<dataset>_<size>.png
-                             final metrics against lambda, for runs of one dataset
-                             and model size with >= 2 distinct lambdas (paper's Fig. 5)
+                             final metrics against lambda, for the copula runs of one
+                             dataset and model size with >= 2 distinct lambdas
+                             (paper's Fig. 5)
+  lambda_training_curves_<dataset>_<size>.png
+                             the same runs' training curves (paper's Fig. 4)
   posterior_means_<run>.png  for each synthetic run with a latent and a checkpoint:
                              true latents against posterior means
 """
@@ -74,8 +77,9 @@ def write_figures(paths: list[str], out: str) -> tuple[list[str], list[str]]:
   if any(run.curve("valid", "mi")[0].size for run in runs):
     write(plotting.diagnostics_over_training, "diagnostics.png", runs)
   sweeps, notes = lambda_sweeps(runs)
-  for filename, sweep in sweeps.items():
-    write(plotting.lambda_sweep, filename, sweep)
+  for key, sweep in sweeps.items():
+    write(plotting.lambda_sweep, f"lambda_sweep_{key}.png", sweep)
+    write(plotting.training_curves, f"lambda_training_curves_{key}.png", sweep)
   for workdir, run in zip(workdirs, runs):
     if _has_posterior_means(workdir, run):
       true_latents, means = posterior_means(workdir)
@@ -87,34 +91,34 @@ def write_figures(paths: list[str], out: str) -> tuple[list[str], list[str]]:
 def lambda_sweeps(runs: list[plotting.Run]) -> tuple[dict[str, list[plotting.Run]], list[str]]:
   """The λ sweeps the runs support, one per dataset and model size, and notes.
 
-  A sweep is `lambda_sweep_<dataset>_<size>.png` -> the runs of that dataset
-  and size that have final metrics, when they span at least two λ. The notes
-  name, for each sweep, the runs it leaves out and why, and the groups of
-  runs that make no sweep when the runs together span several λ.
+  Lambda weighs the 'copula' posterior's log c term only: a sweep is the
+  copula runs of one dataset and size that have final metrics, when they span
+  at least two λ, keyed '<dataset>_<size>'. The notes name, for each sweep,
+  the runs it leaves out and why, and the groups of copula runs that make no
+  sweep when together they span several λ.
   """
+  copulas = [run for run in runs if run.posterior == "copula"]
   groups = {}
-  for run in runs:
-    groups.setdefault((run.dataset, run.model_size), []).append(run)
+  for run in copulas:
+    groups.setdefault(f"{run.dataset}_{run.model_size}", []).append(run)
   sweeps, notes = {}, []
-  for (dataset, size), group in groups.items():
+  for key, group in groups.items():
     finished = [run for run in group if run.final_test()]
     if len({run.copula_weight for run in finished}) < 2:
       continue
-    filename = f"lambda_sweep_{dataset}_{size}.png"
-    sweeps[filename] = finished
-    unfinished = [run for run in group if run not in finished]
-    others = [run for run in runs if run not in group]
-    if unfinished:
-      notes.append(f"{filename} leaves out {_names(unfinished)}: no test or "
-                   "validation metrics yet")
-    if others:
-      notes.append(f"{filename} leaves out {_names(others)}: another dataset or "
-                   "model size")
-  if not sweeps and len({run.copula_weight for run in runs if run.final_test()}) >= 2:
-    notes.append("no lambda_sweep: no runs of one dataset and model size span two "
-                 "λ with metrics (" + "; ".join(
-                     f"{dataset} {size}: {_names(group)}"
-                     for (dataset, size), group in groups.items()) + ")")
+    sweeps[key] = finished
+    for why, left_out in (
+        ("no test or validation metrics yet", [r for r in group if r not in finished]),
+        ("not the 'copula' posterior, whose log c term λ weighs",
+         [r for r in runs if r.posterior != "copula"]),
+        ("another dataset or model size", [r for r in copulas if r not in group])):
+      if left_out:
+        notes.append(f"the λ sweep of {key} leaves out {_names(left_out)}: {why}")
+  finished = [run for run in copulas if run.final_test()]
+  if not sweeps and len({run.copula_weight for run in finished}) >= 2:
+    notes.append("no lambda_sweep: no copula runs of one dataset and model size span "
+                 "two λ with metrics (" + "; ".join(
+                     f"{key}: {_names(group)}" for key, group in groups.items()) + ")")
   return sweeps, notes
 
 

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 import numpy as np
 
 from cvae_jax.errors import CvaeError
+from cvae_jax.results import row_labels
 from cvae_jax.writer import read_events
 
 matplotlib.use("Agg")
@@ -26,17 +27,16 @@ matplotlib.use("Agg")
 _DPI = 120
 _STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
           "legend.fontsize": 9, "figure.titlesize": 13}
-_POSTERIORS = {"none": "LSTM-LM", "gaussian": "VAE", "copula": "Copula-VAE",
-               "coupled_copula": "Coupled-copula VAE",
-               "flexible_copula": "Flexible-copula VAE"}
 _STEPS = "training step (steps)"
 _PER_SENTENCE = "nats/sentence"
 
 # Panels of `training_curves`: (split, metric, title, y label).
 _CURVES = (
-    ("train", "rec", "Train reconstruction", f"reconstruction ({_PER_SENTENCE})"),
+    ("train", "rec", "Train reconstruction\n(mean over each validation interval)",
+     f"reconstruction ({_PER_SENTENCE})"),
     ("valid", "rec", "Validation reconstruction", f"reconstruction ({_PER_SENTENCE})"),
-    ("train", "kl", "Train KL", f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})"),
+    ("train", "kl", "Train KL\n(mean over each validation interval)",
+     f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})"),
     ("valid", "kl", "Validation KL", f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})"),
 )
 # Lines of the perplexity panel of `lambda_sweep`: (metric, format, label).
@@ -74,18 +74,36 @@ class Run:
     m = self.config["model"]
     return f"emb{m['emb_dim']}_hidden{m['hidden_dim']}_z{m['latent_dim']}"
 
-  @property
-  def label(self) -> str:
-    """The model, with lambda for the copula (the only one it applies to):
-    e.g. 'Copula-VAE, λ=0.5', 'VAE'."""
-    model = _POSTERIORS.get(self.posterior, self.posterior)
-    return f"{model}, λ={self.copula_weight:g}" if self.posterior == "copula" else model
-
   def curve(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of `metric` over the `split` events that hold it."""
     events = [e for e in self.events if e["split"] == split and metric in e]
     return (np.array([e["step"] for e in events], np.int64),
             np.array([_finite(e[metric]) for e in events], np.float64))
+
+  def interval_curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train `metric` averaged over each validation interval.
+
+    Each train event is a mean over the steps since the one before (100 by
+    default, fewer before a validation or checkpoint), so single events are
+    noisy. Here they are pooled, weighted by their sentences, into the
+    intervals that end at each validation (and one after the last), and each
+    mean is placed at its interval's last step; a non-finite value makes its
+    interval's mean non-finite. Without validations: the train events as they are.
+    """
+    steps, values = self.curve("train", metric)
+    ends = np.unique(np.array([e["step"] for e in self.events if e["split"] == "valid"],
+                              np.int64))
+    if not ends.size or not steps.size:
+      return steps, values
+    if steps.max() > ends[-1]:
+      ends = np.append(ends, steps.max())
+    weights = np.array([float(e.get("sentences", 1.0)) for e in self.events
+                        if e["split"] == "train" and metric in e])
+    interval = np.searchsorted(ends, steps)  # the first end at or after each step
+    totals = np.bincount(interval, weights, len(ends))
+    sums = np.bincount(interval, weights * values, len(ends))
+    used = totals > 0
+    return ends[used], sums[used] / totals[used]
 
   def final_test(self) -> Optional[tuple[dict, str]]:
     """The run's final metrics and their source, or None without any.
@@ -125,15 +143,17 @@ def load_run(workdir: str) -> Run:
 def training_curves(runs: Sequence[Run], path: str) -> None:
   """Reconstruction and KL on train and validation against steps (the paper's Fig. 4).
 
-  A 2x2 grid (train rec, valid rec, train KL, valid KL), one line per run.
+  A 2x2 grid (train rec, valid rec, train KL, valid KL), one line per run,
+  labelled as the result tables' rows; train metrics are means over each
+  validation interval (`Run.interval_curve`).
   """
   with plt.rc_context(_STYLE):
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
     labels = _labels(runs)
     for ax, (split, metric, title, ylabel) in zip(axes.flat, _CURVES):
       for i, run in enumerate(runs):
-        ax.plot(*run.curve(split, metric), "o-", markersize=3, color=f"C{i}",
-                label=labels[i])
+        curve = run.interval_curve(metric) if split == "train" else run.curve(split, metric)
+        ax.plot(*curve, "o-", markersize=3, color=_color(i), label=labels[i])
       ax.set(title=title, ylabel=ylabel)
     for ax in axes[1]:
       ax.set_xlabel(_STEPS)
@@ -144,23 +164,26 @@ def training_curves(runs: Sequence[Run], path: str) -> None:
 def lambda_sweep(runs: Sequence[Run], path: str) -> None:
   """Final reconstruction, KL and perplexities against lambda (the paper's Fig. 5).
 
-  One line per posterior over the runs' copula weights; runs without any
-  validation or test metrics are left out.
+  Lambda weighs the 'copula' posterior's log c term only, so only its runs
+  are drawn: one line per setting of their other fields (labelled as the
+  result tables' rows, without lambda), each point the mean over the runs
+  (seeds) of one lambda, with ± one sd where there are several. Runs without
+  any validation or test metrics are left out.
   """
-  finals = [(run, *final) for run in runs if (final := run.final_test())]
+  finals = [(run, final) for run in runs
+            if run.posterior == "copula" and (final := run.final_test())]
   with plt.rc_context(_STYLE):
     fig, (rec_ax, kl_ax, ppl_ax) = plt.subplots(1, 3, figsize=(16, 4.8))
-    for i, posterior in enumerate(sorted({run.posterior for run, _, _ in finals})):
-      points = sorted([(run.copula_weight, metrics) for run, metrics, _ in finals
-                       if run.posterior == posterior], key=lambda p: p[0])
-      lambdas = [lam for lam, _ in points]
-      model = _POSTERIORS.get(posterior, posterior)
-      rec_ax.plot(lambdas, _values(points, "rec"), "o-", color=f"C{i}", label=model)
-      kl_ax.plot(lambdas, _values(points, "kl"), "o-", color=f"C{i}", label=model)
-      for key, fmt, what in _PERPLEXITIES:
-        if any(key in metrics for _, metrics in points):
-          ppl_ax.plot(lambdas, _values(points, key), fmt, color=f"C{i}",
-                      label=f"{model}: {what}")
+    lines = _sweep_lines(finals)
+    for i, (line, points) in enumerate(lines.items()):
+      lambdas = sorted(points)
+      panels = [(rec_ax, "rec", "o-", line), (kl_ax, "kl", "o-", line)]
+      panels += [(ppl_ax, key, fmt, f"{line}: {what}") for key, fmt, what in _PERPLEXITIES
+                 if any(key in m for lam in lambdas for m in points[lam])]
+      for ax, key, fmt, label in panels:
+        stats = [_mean_sd([_finite(m.get(key)) for m in points[lam]]) for lam in lambdas]
+        ax.errorbar(lambdas, [mean for mean, _ in stats], yerr=[sd for _, sd in stats],
+                    fmt=fmt, color=_color(i), capsize=3, label=label)
     rec_ax.set(title="Reconstruction", ylabel=f"reconstruction ({_PER_SENTENCE})")
     kl_ax.set(title="KL", ylabel=f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})")
     ppl_ax.set(title="Perplexity", ylabel="perplexity (per token)")
@@ -170,7 +193,9 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
     ppl_ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
     sizes = ", ".join(sorted({run.model_size for run in runs}))
     title = f"Final test metrics against λ ({_datasets(runs)}, {sizes})"
-    if any(split == "valid" for _, _, split in finals):
+    if any(len(ms) > 1 for points in lines.values() for ms in points.values()):
+      title += "\n(points: mean over seeds; bars: ± one sd)"
+    if any(split == "valid" for _, (_, split) in finals):
       title += "\n(runs without a test result: their best validation event)"
     fig.suptitle(title)
     fig.tight_layout()
@@ -183,10 +208,10 @@ def diagnostics_over_training(runs: Sequence[Run], path: str) -> None:
     fig, (mi_ax, au_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
     labels = _labels(runs)
     for i, run in enumerate(runs):
-      mi_ax.plot(*run.curve("valid", "mi"), "o-", markersize=3, color=f"C{i}")
-      mi_ax.plot(*run.curve("valid", "mi_split"), "s--", markersize=3, color=f"C{i}")
+      mi_ax.plot(*run.curve("valid", "mi"), "o-", markersize=3, color=_color(i))
+      mi_ax.plot(*run.curve("valid", "mi_split"), "s--", markersize=3, color=_color(i))
       au_ax.plot(*run.curve("valid", "active_units"), "o-", markersize=3,
-                 color=f"C{i}", label=labels[i])
+                 color=_color(i), label=labels[i])
     mi_ax.legend(handles=[
         Line2D([], [], color="k", marker="o", label="batch aggregate"),
         Line2D([], [], color="k", marker="s", linestyle="--", label="split aggregate")],
@@ -245,16 +270,36 @@ def _finite(value, default: float = math.nan) -> float:
   return value if math.isfinite(value) else default
 
 
-def _values(points: Sequence[tuple[float, dict]], key: str) -> list[float]:
-  """`key` of each (lambda, metrics) point."""
-  return [_finite(metrics.get(key)) for _, metrics in points]
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample sd (0 for one value); NaN if any value is."""
+  return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+
+
+def _sweep_lines(finals: Sequence[tuple[Run, tuple[dict, str]]]) -> dict[str, dict[float, list[dict]]]:
+  """Line label -> lambda -> the final metrics of its runs, for `lambda_sweep`.
+
+  A line is the runs whose configs agree but for lambda and the seed; its
+  label is their tables' row label without lambda (e.g. 'copula',
+  'copula, free_bits=0.25').
+  """
+  configs = [{**run.config, "model": {**run.config["model"], "copula_weight": 0.0}}
+             for run, _ in finals]
+  lines: dict[str, dict[float, list[dict]]] = {}
+  for label, (run, (metrics, _)) in zip(row_labels(configs), finals):
+    lines.setdefault(label, {}).setdefault(run.copula_weight, []).append(metrics)
+  return lines
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
-  """Each run's label, with its directory name where labels repeat."""
-  labels = [run.label for run in runs]
+  """Each run's result-table row label, with its directory name where labels repeat."""
+  labels = row_labels([run.config for run in runs])
   return [f"{label} ({run.name})" if labels.count(label) > 1 else label
           for run, label in zip(runs, labels)]
+
+
+def _color(i: int):
+  """The i-th line's colour: tab10, then tab20's lighter shades (20 distinct)."""
+  return plt.get_cmap("tab10")(i) if i < 10 else plt.get_cmap("tab20")(2 * (i - 10) % 20 + 1)
 
 
 def _datasets(runs: Sequence[Run]) -> str:

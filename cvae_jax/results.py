@@ -181,13 +181,14 @@ def load_result(workdir: str, split: str) -> RunResult:
   return RunResult(workdir, config, metrics)
 
 
-def row_labels(results: Sequence[RunResult]) -> list[str]:
-  """Posterior plus the fields that set a run apart (never the seed): lambda
-  on every copula row, and any other field that differs between the results
-  where its value is not the one most of them share (with no such value,
-  on every row). E.g. 'gaussian' and 'gaussian, word_dropout=0.25'. A run
-  from before a field existed has its default."""
-  flat = [_flat_config(r.config) for r in results]
+def row_labels(configs: Sequence[dict]) -> list[str]:
+  """Posterior plus the fields that set a run (its config.json) apart from the
+  others, never the seed: lambda on every copula row, and any other field
+  that differs between the configs where its value is not the one most of
+  them share (with no such value, on every row). E.g. 'gaussian' and
+  'gaussian, word_dropout=0.25'. A run from before a field existed has its
+  default."""
+  flat = [_flat_config(c) for c in configs]
   varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
                    and not k.startswith("eval.") and k != "model.posterior"
                    and len({json.dumps(f.get(k)) for f in flat}) > 1)
@@ -233,7 +234,7 @@ def tables(results: Sequence[RunResult]) -> str:
 def _table(key: tuple, results: list[RunResult]) -> str:
   dataset, emb, hidden, latent = key
   rows: dict[str, list[RunResult]] = {}
-  for label, r in zip(row_labels(results), results):
+  for label, r in zip(row_labels([r.config for r in results]), results):
     rows.setdefault(label, []).append(r)
   convention = _has_copula_term([r.metrics for r in results if r.metrics])
   published = (emb, hidden, latent) == PAPER_SIZE and dataset in PAPER_TABLES

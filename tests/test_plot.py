@@ -1,5 +1,6 @@
 """Figures of runs: each figure function, launch/plot.py, and a real synthetic run."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,11 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fake_run(workdir, copula_weight, posterior="copula", nan=False, test=True,
-              evaluation=None, dataset="ptb", hidden_dim=200):
+              evaluation=None, dataset="ptb", hidden_dim=200, seed=0, train=None):
   """A run directory with config.json, metrics.jsonl and maybe eval_test.json."""
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"data": {"name": dataset},
+    json.dump({"seed": seed, "data": {"name": dataset}, "train": train or {},
                "model": {"posterior": posterior, "copula_weight": copula_weight,
                          "emb_dim": 200, "hidden_dim": hidden_dim, "latent_dim": 32}}, f)
   events = []
@@ -108,9 +109,11 @@ def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
   result = _launch("plot.py", str(tmp_path), "--out", str(out))  # the runs' folder
   assert result.returncode == 0, result.stderr
   names = ["training_curves.png", "diagnostics.png",
-           "lambda_sweep_ptb_emb200_hidden200_z32.png"]
+           "lambda_sweep_ptb_emb200_hidden200_z32.png",
+           "lambda_training_curves_ptb_emb200_hidden200_z32.png"]
   assert result.stdout.split() == [str(out / name) for name in names]
-  assert result.stderr == ""  # no run is left out
+  assert result.stderr == ("note: the λ sweep of ptb_emb200_hidden200_z32 leaves out vae: "
+                           "not the 'copula' posterior, whose log c term λ weighs\n")
   for name in names:
     _assert_png(out / name)
 
@@ -124,19 +127,58 @@ def test_lambda_sweeps_group_runs_by_dataset_and_size_and_name_the_runs_left_out
     f.write(json.dumps({"step": 10, "split": "train", "rec": 90.0}) + "\n")
   runs = [plotting.load_run(w) for w in sweep + others]
   sweeps, notes = figures.lambda_sweeps(runs)
-  assert {name: [run.name for run in group] for name, group in sweeps.items()} == {
-      "lambda_sweep_ptb_emb200_hidden200_z32.png": ["l01", "l05", "l10", "vae"]}
+  assert {key: [run.name for run in group] for key, group in sweeps.items()} == {
+      "ptb_emb200_hidden200_z32": ["l01", "l05", "l10"]}
+  sweep_of = "the λ sweep of ptb_emb200_hidden200_z32 leaves out"
   assert notes == [
-      "lambda_sweep_ptb_emb200_hidden200_z32.png leaves out new: no test or "
-      "validation metrics yet",
-      "lambda_sweep_ptb_emb200_hidden200_z32.png leaves out syn, big: another "
-      "dataset or model size"]
+      f"{sweep_of} new: no test or validation metrics yet",
+      f"{sweep_of} vae: not the 'copula' posterior, whose log c term λ weighs",
+      f"{sweep_of} syn, big: another dataset or model size"]
   # No group spans two lambdas: no sweep across datasets or sizes, and a note says so.
-  sweeps, notes = figures.lambda_sweeps(runs[:1] + runs[4:6])
+  sweeps, notes = figures.lambda_sweeps(runs[:1] + runs[3:6])
   assert sweeps == {}
-  assert notes == ["no lambda_sweep: no runs of one dataset and model size span two λ "
-                   "with metrics (ptb emb200_hidden200_z32: l01; synthetic "
-                   "emb200_hidden200_z32: syn; ptb emb200_hidden512_z32: big)"]
+  assert notes == ["no lambda_sweep: no copula runs of one dataset and model size span "
+                   "two λ with metrics (ptb_emb200_hidden200_z32: l01; "
+                   "synthetic_emb200_hidden200_z32: syn; ptb_emb200_hidden512_z32: big)"]
+
+
+def test_train_curves_pool_the_events_of_each_validation_interval(tmp_path):
+  run = plotting.load_run(_fake_run(tmp_path / "run", 0.5))
+  events = [{"step": 100, "split": "train", "rec": 10.0, "sentences": 300},
+            {"step": 131, "split": "train", "rec": 20.0, "sentences": 100},
+            {"step": 131, "split": "valid", "rec": 1.0},
+            {"step": 200, "split": "train", "rec": 30.0, "sentences": 200},
+            {"step": 262, "split": "train", "rec": "nan", "sentences": 100},
+            {"step": 262, "split": "valid", "rec": 1.0},
+            {"step": 300, "split": "train", "rec": 40.0, "sentences": 50},
+            {"step": 310, "split": "train", "rec": 50.0, "sentences": 150}]
+  steps, rec = dataclasses.replace(run, events=events).interval_curve("rec")
+  np.testing.assert_array_equal(steps, [131, 262, 310])  # and one after the last validation
+  np.testing.assert_allclose(rec[[0, 2]], [(10 * 300 + 20 * 100) / 400,
+                                           (40 * 50 + 50 * 150) / 200])
+  assert np.isnan(rec[1])  # a non-finite event makes its interval's mean a gap
+  without_validation = [e for e in events if e["split"] == "train"]
+  steps, rec = dataclasses.replace(run, events=without_validation).interval_curve("rec")
+  np.testing.assert_array_equal(steps, [100, 131, 200, 262, 300, 310])
+
+
+def test_sweep_lines_average_seeds_and_keep_other_settings_apart(tmp_path):
+  dirs = [_fake_run(tmp_path / "a", 0.2), _fake_run(tmp_path / "b", 0.2, seed=1),
+          _fake_run(tmp_path / "c", 0.6),
+          _fake_run(tmp_path / "d", 0.2, train={"free_bits": 0.25}),
+          _fake_run(tmp_path / "e", 0.6, train={"free_bits": 0.25})]
+  runs = [plotting.load_run(d) for d in dirs]
+  finals = [(run, run.final_test()) for run in runs]
+  lines = plotting._sweep_lines(finals)
+  assert {line: {lam: len(ms) for lam, ms in points.items()}
+          for line, points in lines.items()} == {
+              "copula": {0.2: 2, 0.6: 1}, "copula, free_bits=0.25": {0.2: 1, 0.6: 1}}
+  assert plotting._mean_sd([84.0, 86.0]) == (85.0, pytest.approx(np.sqrt(2.0)))
+  assert plotting._mean_sd([84.0]) == (84.0, 0.0)
+  # Figure lines are labelled as the tables' rows; repeated labels name the run.
+  assert plotting._labels(runs[:3] + [plotting.load_run(
+      _fake_run(tmp_path / "v", 0.4, posterior="gaussian"))]) == [
+          "copula, λ=0.2 (a)", "copula, λ=0.2 (b)", "copula, λ=0.6", "gaussian"]
 
 
 @pytest.mark.parametrize("args, message", [
