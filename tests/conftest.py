@@ -3,7 +3,10 @@
 Every test sees 8 simulated CPU devices; single-device runs use a 1-device
 mesh. XLA compiles without its backend (LLVM) optimisation: the tests'
 programs are tiny and most of their time was spent compiling them (the eager
-train-step test 59 s -> 43 s); a user's own XLA_FLAGS setting of it wins. All
+train-step test 59 s -> 43 s). The 8 devices' threads share the machine's
+cores, so on a loaded machine a collective can wait on a starved device for
+longer than XLA's default 40 s, after which XLA aborts the process: the
+tests allow 600 s. A user's own XLA_FLAGS setting of either flag wins. All
 tests, and the launcher subprocesses they start, share one
 persistent compilation cache that lives as long as the session: a killed run
 and its resumption, or two tests with the same step, compile once.
@@ -14,8 +17,10 @@ import shutil
 import tempfile
 
 _FLAGS = os.environ.get("XLA_FLAGS", "")
-if "--xla_backend_optimization_level" not in _FLAGS:
-  _FLAGS += " --xla_backend_optimization_level=0"
+for _flag, _value in (("--xla_backend_optimization_level", "0"),
+                      ("--xla_cpu_collective_call_terminate_timeout_seconds", "600")):
+  if _flag not in _FLAGS:
+    _FLAGS += f" {_flag}={_value}"
 os.environ["XLA_FLAGS"] = _FLAGS + " --xla_force_host_platform_device_count=8"
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
