@@ -282,10 +282,9 @@ def _sweep_lines(finals: Sequence[tuple[Run, tuple[dict, str]]]) -> dict[str, di
   label is their tables' row label without lambda (e.g. 'copula',
   'copula, free_bits=0.25').
   """
-  configs = [{**run.config, "model": {**run.config["model"], "copula_weight": 0.0}}
-             for run, _ in finals]
   lines: dict[str, dict[float, list[dict]]] = {}
-  for label, (run, (metrics, _)) in zip(row_labels(configs), finals):
+  labels = row_labels([run.config for run, _ in finals], with_lambda=False)
+  for label, (run, (metrics, _)) in zip(labels, finals):
     lines.setdefault(label, {}).setdefault(run.copula_weight, []).append(metrics)
   return lines
 

@@ -181,27 +181,26 @@ def load_result(workdir: str, split: str) -> RunResult:
   return RunResult(workdir, config, metrics)
 
 
-def row_labels(configs: Sequence[dict]) -> list[str]:
+def row_labels(configs: Sequence[dict], with_lambda: bool = True) -> list[str]:
   """Posterior plus the fields that set a run (its config.json) apart from the
-  others, never the seed: lambda on every copula row, and any other field
-  that differs between the configs where its value is not the one most of
-  them share (with no such value, on every row). E.g. 'gaussian' and
-  'gaussian, word_dropout=0.25'. A run from before a field existed has its
-  default."""
+  others, never the seed: lambda on every copula row (unless not
+  `with_lambda`), and any other field that differs between the configs where
+  its value is not the one most of them share (with no such value, on every
+  row). E.g. 'copula, λ=0.4', 'gaussian' and 'gaussian, word_dropout=0.25'.
+  A run from before a field existed has its default."""
   flat = [_flat_config(c) for c in configs]
   varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
-                   and not k.startswith("eval.") and k != "model.posterior"
+                   and not k.startswith("eval.")
+                   and k not in ("model.posterior", "model.copula_weight")
                    and len({json.dumps(f.get(k)) for f in flat}) > 1)
   usual = {k: _most_common([json.dumps(f.get(k)) for f in flat]) for k in varying}
   labels = []
   for f in flat:
     parts = [f["model.posterior"]]
-    for k in varying:
-      if k == "model.copula_weight":
-        if f["model.posterior"] == "copula":
-          parts.append(f"λ={f[k]:g}")
-      elif json.dumps(f.get(k)) != usual[k]:
-        parts.append(f"{k.rsplit('.', 1)[-1]}={f.get(k)}")
+    if with_lambda and f["model.posterior"] == "copula":
+      parts.append(f"λ={f['model.copula_weight']:g}")
+    parts += [f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in varying
+              if json.dumps(f.get(k)) != usual[k]]
     labels.append(", ".join(parts))
   return labels
 

@@ -97,8 +97,8 @@ def test_published_rows_match_the_model_and_its_training_procedure(tmp_path):
           "", "pretraining + free bits -ELBO 102.41"),
       "gaussian, free_bits=0.25": ("", ""),
       "gaussian, word_dropout=0.25, kl_cycles=4": ("", ""),
-      "copula": ("Copula-VAE λ=0.4 92.2 / 7.3 / 67.2", ""),
-      "copula, kl_cycles=4": ("", "")}
+      "copula, λ=0.4": ("Copula-VAE λ=0.4 92.2 / 7.3 / 67.2", ""),
+      "copula, λ=0.4, kl_cycles=4": ("", "")}
   assert {k: v for k, v in cells.items() if k != "model"}.keys() == want.keys()
   for label, (paper_cell, later_cell) in want.items():
     assert cells[label][paper] == paper_cell, label
@@ -227,7 +227,7 @@ def test_kept_records_remake_the_tables_after_the_workdirs_are_gone(tmp_path):
   text = results.report([str(kept)], "test", "python launch/report.py docs/runs")
   rows = _rows(text)
   assert rows["gaussian"][3] == "99.50" and rows["none"][1] == "1 of 1"
-  assert rows["copula"][3] == "98.50"
+  assert rows["copula, λ=0.4"][3] == "98.50"  # lambda on every copula row
   assert text.count("`grid a` on 1 x CPU") == 1 and text.count("`grid b` on 1 x CPU") == 1
   assert _rows(before)["none"][1] == "0 of 1"
   # Keeping the kept folder's own records is a no-op.
