@@ -76,9 +76,12 @@ class Run:
 
   def curve(self, split: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of `metric` over the `split` events that hold it."""
-    events = [e for e in self.events if e["split"] == split and metric in e]
+    events = self._holding(split, metric)
     return (np.array([e["step"] for e in events], np.int64),
             np.array([_finite(e[metric]) for e in events], np.float64))
+
+  def _holding(self, split: str, metric: str) -> list[dict]:
+    return [e for e in self.events if e["split"] == split and metric in e]
 
   def interval_curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The train `metric` averaged over each validation interval.
@@ -97,8 +100,8 @@ class Run:
       return steps, values
     if steps.max() > ends[-1]:
       ends = np.append(ends, steps.max())
-    weights = np.array([float(e.get("sentences", 1.0)) for e in self.events
-                        if e["split"] == "train" and metric in e])
+    weights = np.array([float(e.get("sentences", 1.0))
+                        for e in self._holding("train", metric)])
     interval = np.searchsorted(ends, steps)  # the first end at or after each step
     totals = np.bincount(interval, weights, len(ends))
     sums = np.bincount(interval, weights * values, len(ends))
