@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 _DPI = 120
 _STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
           "legend.fontsize": 9, "figure.titlesize": 13}
-_STEPS = "training step (steps)"
+_STEPS = "training step"
 _PER_SENTENCE = "nats/sentence"
 
 # Panels of `training_curves`: (split, metric, title, y label).

@@ -91,3 +91,35 @@ def test_nonfinite_loss_records_its_step():
   state, _ = step(state.replace(params=bad), random_batch(1, batch=16), key)
   state, _ = step(state, random_batch(2, batch=16), key)
   assert int(state.nonfinite_step) == 1
+
+
+def test_the_copula_at_lambda_zero_trains_as_the_gaussian_vae():
+  """lambda 0 leaves the paper's copula a Gaussian VAE: from the same
+  parameters (its marginals are the Gaussian's heads) the steps are the
+  Gaussian VAE's, and its dependency head never moves."""
+  optimizer = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(1e-2))
+  batches = [random_batch(i, batch=16) for i in range(3)]
+  copula = create_train_state(tiny_model("copula", copula_weight=0.0), optimizer,
+                              jax.random.key(0), batches[0])
+  gaussian = create_train_state(tiny_model("gaussian"), optimizer, jax.random.key(1),
+                                batches[0])
+
+  def as_gaussian(tree):
+    return dict(tree, posterior=tree["posterior"]["marginals"])
+
+  gaussian = gaussian.replace(params=as_gaussian(copula.params),
+                              batch_stats=as_gaussian(copula.batch_stats),
+                              opt_state=optimizer.init(as_gaussian(copula.params)))
+  step = jax.jit(functools.partial(train_step, objective=OBJECTIVE))
+  key = jax.random.key(5)
+  (copula_end, copula_sums), (gaussian_end, gaussian_sums) = (
+      _run(step, state, batches, key) for state in (copula, gaussian))
+  for got, want in zip(copula_sums, gaussian_sums):
+    assert float(want["kl"]) > 0
+    chex.assert_trees_all_close({k: got[k] for k in want}, want, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(as_gaussian(copula_end.params), gaussian_end.params,
+                              rtol=1e-5, atol=1e-6)
+  head = {k: v for k, v in copula.params["posterior"].items() if k != "marginals"}
+  assert head, "the copula has a dependency head"
+  chex.assert_trees_all_equal(
+      {k: copula_end.params["posterior"][k] for k in head}, head)
