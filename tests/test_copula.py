@@ -160,3 +160,35 @@ def test_cholesky_columns_equal_jnp_linalg_cholesky_with_gradients():
   chex.assert_trees_all_close(jax.grad(loss(_cholesky_columns), argnums=(0, 1))(cop.w, cop.a),
                               jax.grad(loss(jnp.linalg.cholesky), argnums=(0, 1))(cop.w, cop.a),
                               atol=1e-4)
+
+
+def _expected_log_copula_bound(latent):
+  """sup over the head's range (w >= 0.5, |a| <= 1) of E_q[log c(q)] =
+  -1/2 log|R|: R = diag(1 - b^2) + b b^T with b_i^2 = a_i^2 / (w_i + a_i^2)
+  <= 2/3, whose determinant prod(1 - b^2) (1 + sum b^2 / (1 - b^2)) never rises as
+  a b_i^2 rises: its least is 3^-latent (1 + 2 latent)."""
+  return 0.5 * (latent * np.log(3.0) - np.log1p(2.0 * latent))
+
+
+def test_the_heads_expected_log_copula_is_bounded_and_reached_at_its_corner():
+  """The dependency head can raise E[log c] by at most 15.49 nats at Z = 32,
+  a constant that the paper's convention subtracts from -ELBO."""
+  latent = 32
+  bound = _expected_log_copula_bound(latent)
+  assert bound == pytest.approx(15.4906, abs=1e-4)
+  rng = np.random.default_rng(5)
+  w = np.concatenate([rng.uniform(0.5, 3.0, (200, latent)), np.full((1, latent), 0.5)])
+  a = np.concatenate([rng.uniform(-1, 1, (200, latent)), np.ones((1, latent))])
+  sigma = np.asarray(covariance(jnp.asarray(w), jnp.asarray(a)), np.float64)
+  d = np.sqrt(np.diagonal(sigma, axis1=-2, axis2=-1))
+  r = sigma / d[:, :, None] / d[:, None, :]
+  neg_half_log_det = -0.5 * np.linalg.slogdet(r)[1]
+  assert np.all(neg_half_log_det[:-1] < bound)
+  np.testing.assert_allclose(neg_half_log_det[-1], bound, rtol=1e-6)
+  # The model's own log c at its own samples averages to the same corner value.
+  corner = GaussianCopula(
+      marginals=DiagonalGaussian(loc=jnp.zeros((1, latent)), log_var=jnp.zeros((1, latent))),
+      w=jnp.full((1, latent), 0.5), a=jnp.ones((1, latent)), copula_weight=1.0)
+  keys = jax.random.split(jax.random.key(6), 20_000)
+  log_c = jax.vmap(lambda k: corner.objective_terms(jnp.zeros((1, latent)), k)["log_copula"])(keys)
+  assert abs(float(jnp.mean(log_c)) - bound) < 4 * float(jnp.std(log_c)) / np.sqrt(len(keys))
