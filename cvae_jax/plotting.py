@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 import numpy as np
 
 from cvae_jax.errors import CvaeError
+from cvae_jax.models.posteriors.copula import uninformative_kl
 from cvae_jax.results import row_labels
 from cvae_jax.writer import read_events
 
@@ -171,7 +172,9 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
   are drawn: one line per setting of their other fields (labelled as the
   result tables' rows, without lambda), each point the mean over the runs
   (seeds) of one lambda, with ± one sd where there are several. Runs without
-  any validation or test metrics are left out.
+  any validation or test metrics are left out. The KL panel also draws, for
+  lambda < 1, the KL that the objective alone makes a posterior pay when it
+  carries no information about x (`uninformative_kl` at beta = 1).
   """
   finals = [(run, final) for run in runs
             if run.posterior == "copula" and (final := run.final_test())]
@@ -187,6 +190,7 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
         stats = [_mean_sd([_finite(m.get(key)) for m in points[lam]]) for lam in lambdas]
         ax.errorbar(lambdas, [mean for mean, _ in stats], yerr=[sd for _, sd in stats],
                     fmt=fmt, color=_color(i), capsize=3, label=label)
+    _uninformative_kl_lines(kl_ax, [run for run, _ in finals])
     rec_ax.set(title="Reconstruction", ylabel=f"reconstruction ({_PER_SENTENCE})")
     kl_ax.set(title="KL", ylabel=f"KL(q(z|x) || p(z)) ({_PER_SENTENCE})")
     ppl_ax.set(title="Perplexity", ylabel="perplexity (per token)")
@@ -203,6 +207,19 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     _write(fig, path)
+
+
+def _uninformative_kl_lines(ax: plt.Axes, runs: Sequence[Run]) -> None:
+  """On `ax`, `uninformative_kl` over 0 <= lambda <= the runs' largest lambda
+  below 1, one dashed line per latent size among `runs`."""
+  below_one = [run.copula_weight for run in runs if run.copula_weight < 1.0]
+  if not below_one or max(below_one) <= 0.0:
+    return
+  grid = np.linspace(0.0, max(below_one), 50)
+  for latent_dim in sorted({run.config["model"]["latent_dim"] for run in runs}):
+    ax.plot(grid, [uninformative_kl(lam, latent_dim) for lam in grid], "--", color="0.5",
+            label=f"q(z|x) ignores x: σ² = 1 − λ (Z = {latent_dim})")
+  ax.legend(loc="upper left")
 
 
 def diagnostics_over_training(runs: Sequence[Run], path: str) -> None:

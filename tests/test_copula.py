@@ -13,9 +13,10 @@ import pytest
 from scipy import stats
 
 from cvae_jax.models.posteriors import EXTRA_LOSS, DiagonalGaussian, GaussianCopula
-from cvae_jax.models.posteriors.copula import log_copula_density
+from cvae_jax.models.posteriors.copula import log_copula_density, uninformative_kl
 from cvae_jax.models.posteriors.dependence import (
     _cholesky_columns, _forward_substitution, cholesky, covariance, solve_lower)
+from cvae_jax.objectives import Objective
 from tests.helpers import launcher_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,3 +193,35 @@ def test_the_heads_expected_log_copula_is_bounded_and_reached_at_its_corner():
   keys = jax.random.split(jax.random.key(6), 20_000)
   log_c = jax.vmap(lambda k: corner.objective_terms(jnp.zeros((1, latent)), k)["log_copula"])(keys)
   assert abs(float(jnp.mean(log_c)) - bound) < 4 * float(jnp.std(log_c)) / np.sqrt(len(keys))
+
+
+@pytest.mark.parametrize("copula_weight,beta", [(0.4, 1.0), (0.6, 0.3), (1.0, 1.0)])
+def test_the_copula_objective_shrinks_sigma_whenever_lambda_exceeds_beta(copula_weight, beta):
+  """Apart from the reconstruction, the copula's loss beta KL - lambda (log c +
+  sum_i log q(z_i|x)) has d/d log sigma_i^2 = (beta sigma_i^2 - beta + lambda) / 2
+  exactly: log c(q) does not depend on the marginals and log q(z|x) at a
+  reparameterised z is -log sigma + const. So sigma^2 settles at 1 - lambda / beta
+  when lambda < beta and falls to 0 when lambda >= beta (the lambda 1.0 run)."""
+  objective = Objective()
+  rng = np.random.default_rng(11)
+  loc = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+  log_var = jnp.asarray(rng.uniform(-3.0, 1.0, (5, 6)), jnp.float32)
+  head, _, _ = _random_copula(12)
+
+  def loss(log_var):
+    cop = GaussianCopula(marginals=DiagonalGaussian(loc=loc, log_var=log_var), w=head.w,
+                         a=head.a, copula_weight=copula_weight)
+    z = cop.sample(jax.random.key(13))
+    terms = {"rec": jnp.zeros(5), **cop.objective_terms(z, jax.random.key(14))}
+    return jnp.sum(objective.sentence_loss(terms, cop.kl_groups(None), jnp.ones(5), beta))
+
+  expected = 0.5 * (beta * jnp.exp(log_var) - beta + copula_weight)
+  chex.assert_trees_all_close(jax.grad(loss)(log_var), expected, atol=1e-5)
+  if copula_weight < beta:
+    rest = jnp.full_like(log_var, np.log1p(-copula_weight / beta))
+    chex.assert_trees_all_close(jax.grad(loss)(rest), jnp.zeros_like(rest), atol=1e-6)
+    # Where it rests with mu = 0, the KL is the one `uninformative_kl` gives.
+    kl = DiagonalGaussian(loc=jnp.zeros_like(rest), log_var=rest).kl(None)
+    np.testing.assert_allclose(kl, uninformative_kl(copula_weight, 6, beta), rtol=1e-5)
+  else:
+    assert uninformative_kl(copula_weight, 6, beta) == np.inf

@@ -8,6 +8,8 @@ Wang 2019, and the authors' code). So q(z|x), its log_prob, KL and entropy are
 those of the marginals.
 """
 
+import math
+
 import flax.linen as nn
 from flax import struct
 import jax
@@ -40,6 +42,23 @@ def log_copula_density(sigma: jax.Array, chol: jax.Array, q: jax.Array) -> jax.A
   half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
   return (0.5 * jnp.sum(jnp.log(diag), axis=-1) - half_log_det
           + 0.5 * jnp.sum(jnp.square(q) / diag - jnp.square(white), axis=-1))
+
+
+def uninformative_kl(copula_weight: float, latent_dim: int, beta: float = 1.0) -> float:
+  """KL(q(z|x) || N(0, I)) at the minimum of the loss without the reconstruction,
+  beta KL - lambda (log c + sum_i log q(z_i|x)), over the q that ignore x.
+
+  log c does not depend on the marginals and, at a reparameterised z,
+  log q(z_i|x) = -log sigma_i + const, so each sigma_i^2 settles at
+  1 - lambda / beta (with mu_i = 0): the KL that this objective makes a
+  posterior pay while carrying no information about x,
+  Z/2 (-r - log(1 - r)) with r = lambda / beta; infinite for lambda >= beta,
+  where nothing stops sigma -> 0.
+  """
+  ratio = copula_weight / beta
+  if ratio >= 1.0:
+    return math.inf
+  return 0.5 * latent_dim * (-ratio - math.log1p(-ratio))
 
 
 @struct.dataclass
