@@ -93,7 +93,7 @@ def lambda_sweeps(runs: list[plotting.Run]) -> tuple[dict[str, list[plotting.Run
 
   Lambda weighs the 'copula' posterior's log c term only: a sweep is the
   copula runs of one dataset and size that have final metrics, when they span
-  at least two λ, keyed '<dataset>_<size>'. The notes name, for each sweep,
+  at least two λ, keyed '<dataset>_<size>' and ordered by λ. The notes name, for each sweep,
   the runs it leaves out and why, and the groups of copula runs that make no
   sweep when together they span several λ.
   """
@@ -106,7 +106,7 @@ def lambda_sweeps(runs: list[plotting.Run]) -> tuple[dict[str, list[plotting.Run
     finished = [run for run in group if run.final_test()]
     if len({run.copula_weight for run in finished}) < 2:
       continue
-    sweeps[key] = finished
+    sweeps[key] = sorted(finished, key=lambda run: (run.copula_weight, run.name))
     for why, left_out in (
         ("no test or validation metrics yet", [r for r in group if r not in finished]),
         ("not the 'copula' posterior, whose log c term λ weighs",

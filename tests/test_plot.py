@@ -126,7 +126,7 @@ def test_lambda_sweeps_group_runs_by_dataset_and_size_and_name_the_runs_left_out
   with open(os.path.join(others[-1], "metrics.jsonl"), "w") as f:
     f.write(json.dumps({"step": 10, "split": "train", "rec": 90.0}) + "\n")
   runs = [plotting.load_run(w) for w in sweep + others]
-  sweeps, notes = figures.lambda_sweeps(runs)
+  sweeps, notes = figures.lambda_sweeps(runs[2::-1] + runs[3:])  # ordered by lambda
   assert {key: [run.name for run in group] for key, group in sweeps.items()} == {
       "ptb_emb200_hidden200_z32": ["l01", "l05", "l10"]}
   sweep_of = "the λ sweep of ptb_emb200_hidden200_z32 leaves out"
