@@ -93,9 +93,9 @@ def lambda_sweeps(runs: list[plotting.Run]) -> tuple[dict[str, list[plotting.Run
 
   Lambda weighs the 'copula' posterior's log c term only: a sweep is the
   copula runs of one dataset and size that have final metrics, when they span
-  at least two λ, keyed '<dataset>_<size>' and ordered by λ. The notes name, for each sweep,
-  the runs it leaves out and why, and the groups of copula runs that make no
-  sweep when together they span several λ.
+  at least two λ, keyed '<dataset>_<size>' and ordered by λ. The notes name,
+  for each sweep, the runs it leaves out and why, and the groups of copula
+  runs that make no sweep when together they span several λ.
   """
   copulas = [run for run in runs if run.posterior == "copula"]
   groups = {}
