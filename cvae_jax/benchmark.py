@@ -4,6 +4,9 @@ Cases, each for every requested posterior:
   train_fixed     the train step on fixed-shape batches (all rows full length)
   train_pipeline  the train step fed by the real input pipeline (bucketed data)
   eval_iw         the importance-weighted evaluation step (K = config.eval.iw_samples)
+  train_matmuls   the train step's matmuls alone (`train_matmuls`), in the forms and
+                  loops the step runs them: the rate the step would reach if nothing
+                  else took time, so its `of matmul` is the ceiling of train_fixed's
   matmul          a float32 2048^3 jnp.dot, the machine's practical compute ceiling
 With a peer (`peer_train_case`, `peer_matmul_case`: the PyTorch model of
 `cvae_jax.peer`), train_fixed and matmul are also timed in that library.
@@ -19,6 +22,7 @@ LSTMs and the softmax layer (`matmul_flops`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import resource
 import statistics
@@ -26,6 +30,7 @@ import time
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -130,6 +135,64 @@ def eval_iw_case(config, mesh, vocab_size: int, length: int) -> Case:
   return Case("eval_iw", config.model.posterior, "sentences/s", run,
               {"batch_shape": [b, length], "iw_samples": k, "chunk": chunk},
               flops_per_unit=k * (length - 1) * decoder_flops(model.config))
+
+
+def train_matmuls(m: ModelConfig, batch: int, length: int) -> tuple[list, list]:
+  """The matmuls of a train step on full-length rows, as `models.projection.dense` and
+  `models.lstm.recurrence` run them (plain [m, k] x [k, n] products, transposes
+  materialised): the LSTMs' (decoder over `length - 1` tokens, encoder over
+  `length`) and the softmax layer's, forward and backward; the small products of
+  the posterior heads and of z are left out.
+
+  Returns (plain, scanned): plain, a list of (m, k, n) products run once;
+  scanned, a list of (steps, (m, k, n)), a product run at each step of a time
+  scan, each step's input depending on the previous step's output.
+  """
+  h, v = m.hidden_dim, m.vocab_size
+  rows = (length - 1) * batch
+  plain = [(rows, h, v), (rows, v, h), (h + 1, rows, v)]  # y = x W, dx, [dW; db]
+  scanned = []
+  for steps in [length - 1] + [length] * m.has_latent:
+    n = steps * batch
+    plain += [(n, m.emb_dim, 4 * h), (n, 4 * h, m.emb_dim), (m.emb_dim + 1, n, 4 * h),
+              (h, n, 4 * h)]  # input projection, its dx and [dW; db]; dW_h
+    scanned += [(steps, (batch, h, 4 * h)), (steps, (batch, 4 * h, h))]  # h W_h, its dh
+  return plain, scanned
+
+
+def train_matmuls_case(config, vocab_size: int, length: int) -> Case:
+  """`train_matmuls` in config.model.dtype on random operands, one jitted call."""
+  m = model_config(config, vocab_size)
+  plain, scanned = train_matmuls(m, config.data.batch_size, length)
+  keys = iter(jax.random.split(jax.random.key(0), 2 * (len(plain) + len(scanned))))
+
+  def operands(mm, k, n):
+    return tuple(jax.random.normal(next(keys), shape, m.dtype) / np.sqrt(k)
+                 for shape in [(mm, k), (k, n)])
+  args = ([operands(*shape) for shape in plain],
+          [operands(*shape) for _, shape in scanned])
+  run_all = jax.jit(functools.partial(_run_matmuls, steps=tuple(s for s, _ in scanned)))
+  tokens = config.data.batch_size * (length - 1)
+  return Case("train_matmuls", config.model.posterior, "tokens/s",
+              lambda: (tokens, run_all(*args)),
+              {"batch_shape": [config.data.batch_size, length]},
+              flops_per_unit=train_flops(m, length))
+
+
+def _run_matmuls(plain: list, scanned: list, steps: tuple) -> jax.Array:
+  """Every product of `plain` once; each (x [m, k], w [k, n]) of `scanned` `steps`
+  times in a scan whose next x is the product's first k columns, tiled when
+  n < k. Returns a scalar that depends on every product."""
+  def chained(carry, w):
+    y = jnp.dot(carry, w)
+    k = carry.shape[1]
+    return jnp.tile(y, (1, -(-k // y.shape[1])))[:, :k], y[0, 0]
+
+  total = sum(jnp.dot(x, w)[0, 0].astype(jnp.float32) for x, w in plain)
+  for n, (x, w) in zip(steps, scanned):
+    _, firsts = jax.lax.scan(lambda c, _, w=w: chained(c, w), x, None, length=n)
+    total += jnp.sum(firsts.astype(jnp.float32))
+  return total
 
 
 def matmul_case(size: int = 2048) -> Case:

@@ -28,7 +28,8 @@ import jax  # noqa: E402
 from cvae_jax import benchmark, cli, data, parallel  # noqa: E402
 
 CASES = flags.DEFINE_list("cases", ["train_fixed", "train_pipeline", "eval_iw", "matmul"],
-                          "Cases to measure; matmul is measured once, not per posterior.")
+                          "Cases to measure (also train_matmuls, the train step's matmuls "
+                          "alone, on one device); matmul is measured once, not per posterior.")
 POSTERIORS = flags.DEFINE_list("posteriors", ["none", "gaussian", "copula"],
                                "Posteriors to measure.")
 DTYPES = flags.DEFINE_list("dtypes", [], "Matmul dtypes to measure (float32, bfloat16); "
@@ -60,6 +61,7 @@ def main(argv):
         "train_fixed": lambda: benchmark.train_fixed_case(config, mesh, vocab_size, LENGTH.value),
         "train_pipeline": lambda: benchmark.train_pipeline_case(config, mesh, corpus),
         "eval_iw": lambda: benchmark.eval_iw_case(config, mesh, vocab_size, LENGTH.value),
+        "train_matmuls": lambda: benchmark.train_matmuls_case(config, vocab_size, LENGTH.value),
     }
     cases += [(config, builders[name]()) for name in CASES.value if name in builders]
     if PEER.value and "train_fixed" in CASES.value:

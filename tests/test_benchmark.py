@@ -1,6 +1,7 @@
 """launch/benchmark.py at a tiny size: it runs, and its JSON has the fields; the
 FLOP counts and ratios it reports."""
 
+import collections
 import importlib.util
 import json
 import os
@@ -11,8 +12,11 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from configs import synthetic
 from cvae_jax import benchmark
+from cvae_jax.config import model_config
 from tests.helpers import init_variables, launcher_env, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +32,7 @@ def test_benchmark_prints_one_record_per_case(tmp_path):
       [sys.executable, "launch/benchmark.py", "--config", "configs/synthetic.py:tiny",
        f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--posteriors", "copula",
        "--dtypes", "bfloat16", "--rounds", "2", "--warmup", "1",
+       "--cases", "train_fixed,train_pipeline,eval_iw,train_matmuls,matmul",
        "--config.eval.iw_samples=4", "--out", str(out)] + (["--peer", "torch"] if peer else []),
       cwd=ROOT, capture_output=True, text=True, timeout=600,
       env=launcher_env(devices=2))
@@ -38,17 +43,33 @@ def test_benchmark_prints_one_record_per_case(tmp_path):
       (impl, case, posterior, dtype) for dtype in ("bfloat16",)
       for posterior in ("copula",)
       for impl, case in [("jax", "train_fixed"), ("jax", "train_pipeline"),
-                         ("jax", "eval_iw")] + peer_cases] + [
+                         ("jax", "eval_iw"), ("jax", "train_matmuls")] + peer_cases] + [
           (impl, "matmul", "-", "float32") for impl in ["jax"] + ["torch"] * peer]
   for r in records:
     assert FIELDS <= set(r)
     assert 0 < r["min"] <= r["median"] <= r["max"]
     assert r["device_count"] == (2 if r["impl"] == "jax" else 1)
-    assert ("of_matmul" in r) == (r["case"] in ("train_fixed", "eval_iw"))
+    assert ("of_matmul" in r) == (r["case"] in ("train_fixed", "eval_iw", "train_matmuls"))
   assert all(r["epoch_s"] > 0 for r in records if r["case"] == "train_pipeline")
   assert all((r["impl"] == "jax" and r["case"] in ("train_fixed", "matmul")) == ("vs_peer" in r)
              for r in records if peer)
   assert "train_pipeline" in result.stdout  # the table
+
+
+def _tiny_step(posterior: str):
+  """A tiny model (V 400, z fed to the decoder), a 4 x 7 batch, its variables and
+  the jaxpr of its train loss's gradient."""
+  model = tiny_model(posterior, vocab_size=400, feed_latent=True)
+  batch = benchmark.fixed_batch(4, 7, model.config.vocab_size)
+  variables = init_variables(model, batch)
+
+  def loss(params):
+    terms, _ = model.apply({**variables, "params": params}, batch["tokens"], batch["lengths"],
+                           train=True, rngs={"latent": jax.random.key(0),
+                                             "dropout": jax.random.key(1)},
+                           mutable=["batch_stats"])
+    return jnp.sum(terms["rec"] + terms.get("kl", 0.0) - terms.get("copula_term", 0.0))
+  return model, batch, variables, jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr
 
 
 def _dot_flops(jaxpr) -> float:
@@ -68,18 +89,9 @@ def test_flop_formulas_count_the_matmuls_autodiff_runs():
   """train_flops against the dot_generals of the loss's gradient, decoder_flops
   against the extra dots of one more importance sample; the posterior heads,
   latent_to_carry and the copula add the small rest."""
-  model = tiny_model("copula", vocab_size=400, feed_latent=True)
+  model, batch, variables, gradient = _tiny_step("copula")
   m = model.config
-  batch = benchmark.fixed_batch(4, 7, m.vocab_size)
-  variables = init_variables(model, batch)
-
-  def loss(params):
-    terms, _ = model.apply({**variables, "params": params}, batch["tokens"], batch["lengths"],
-                           train=True, rngs={"latent": jax.random.key(0),
-                                             "dropout": jax.random.key(1)},
-                           mutable=["batch_stats"])
-    return jnp.sum(terms["rec"] + terms["kl"] - terms["copula_term"])
-  counted = _dot_flops(jax.make_jaxpr(jax.grad(loss))(variables["params"]).jaxpr)
+  counted = _dot_flops(gradient)
   np.testing.assert_allclose(counted, 4 * 6 * benchmark.train_flops(m, 7), rtol=0.03)
 
   def log_px(samples):
@@ -112,3 +124,46 @@ def test_compare_gives_per_round_ratios_and_the_table_shows_them():
   lines = benchmark.table(records).splitlines()
   assert "vs peer" in lines[0] and "of matmul" in lines[0]
   assert lines[1].split()[:2] == ["jax", "train_fixed"] and "2.00" in lines[1] and "50%" in lines[1]
+
+
+def _dot_shapes(jaxpr, times: int = 1) -> collections.Counter:
+  """(m, k, n) of every dot_general in a jaxpr (m and n the products of the free
+  dimensions), counted once per run: scans count `length` times."""
+  shapes = collections.Counter()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_c, rhs_c), _ = eqn.params["dimension_numbers"]
+      lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+      k = int(np.prod([lhs[i] for i in lhs_c]))
+      shapes[(int(np.prod(lhs)) // k, k, int(np.prod(rhs)) // k)] += times
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      shapes += _dot_shapes(sub, times * (eqn.params["length"]
+                                          if eqn.primitive.name == "scan" else 1))
+  return shapes
+
+
+@pytest.mark.parametrize("posterior", ["none", "copula"])
+def test_train_matmuls_are_the_products_the_train_step_runs(posterior):
+  """train_matmuls lists matmuls of the shapes, forms and counts of the loss's
+  gradient, and what it leaves out (the posterior heads, z) is under 3% of the
+  FLOPs; the case's jitted call runs exactly those and returns a finite scalar."""
+  model, _, _, gradient = _tiny_step(posterior)
+  step = _dot_shapes(gradient)
+  plain, scanned = benchmark.train_matmuls(model.config, 4, 7)
+  expected = collections.Counter(plain)
+  for steps, shape in scanned:
+    expected[shape] += steps
+  assert not expected - step  # every product of the case is one the step runs
+  left_out = sum(2 * a * b * c * count for (a, b, c), count in (step - expected).items())
+  assert left_out < 0.03 * sum(2 * a * b * c * n for (a, b, c), n in step.items())
+
+  config = synthetic.get_config("tiny")
+  config.model.posterior = posterior
+  case = benchmark.train_matmuls_case(config, 50, 7)
+  plain, scanned = benchmark.train_matmuls(model_config(config, 50), config.data.batch_size, 7)
+  expected = collections.Counter(plain)
+  for steps, shape in scanned:
+    expected[shape] += steps
+  assert _dot_shapes(jax.make_jaxpr(lambda: case.run()[1])().jaxpr) == expected
+  tokens, out = case.run()
+  assert tokens == config.data.batch_size * 6 and np.isfinite(out)
