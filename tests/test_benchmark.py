@@ -2,9 +2,11 @@
 FLOP counts and ratios it reports."""
 
 import collections
+import functools
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -165,5 +167,12 @@ def test_train_matmuls_are_the_products_the_train_step_runs(posterior):
   for steps, shape in scanned:
     expected[shape] += steps
   assert _dot_shapes(jax.make_jaxpr(lambda: case.run()[1])().jaxpr) == expected
+  def operands(a, b, c):
+    return jax.ShapeDtypeStruct((a, b), jnp.float32), jax.ShapeDtypeStruct((b, c), jnp.float32)
+  run = functools.partial(benchmark._run_matmuls, steps=tuple(n for n, _ in scanned))
+  compiled = jax.jit(run).lower([operands(*p) for p in plain],
+                                [operands(*p) for _, p in scanned]).compile().as_text()
+  products = {tuple(map(int, d)) for d in re.findall(r"f32\[(\d+),(\d+)\]\S* dot\(", compiled)}
+  assert {(a, c) for a, _, c in plain} <= products  # XLA keeps every product whole
   tokens, out = case.run()
   assert tokens == config.data.batch_size * 6 and np.isfinite(out)
