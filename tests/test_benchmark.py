@@ -76,15 +76,7 @@ def _tiny_step(posterior: str):
 
 def _dot_flops(jaxpr) -> float:
   """FLOPs of every dot_general in a jaxpr, scans counted `length` times."""
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      (lhs_c, _), _ = eqn.params["dimension_numbers"]
-      lhs, out = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
-      total += 2.0 * np.prod(out) * np.prod([lhs[i] for i in lhs_c])
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      total += _dot_flops(sub) * (eqn.params["length"] if eqn.primitive.name == "scan" else 1)
-  return total
+  return sum(2.0 * m * k * n * count for (m, k, n), count in _dot_shapes(jaxpr).items())
 
 
 def test_flop_formulas_count_the_matmuls_autodiff_runs():
@@ -129,19 +121,28 @@ def test_compare_gives_per_round_ratios_and_the_table_shows_them():
 
 
 def _dot_shapes(jaxpr, times: int = 1) -> collections.Counter:
-  """(m, k, n) of every dot_general in a jaxpr (m and n the products of the free
-  dimensions), counted once per run: scans count `length` times."""
+  """(m, k, n) of every dot_general in a jaxpr (m and n the sizes of the free
+  dimensions, a batch dimension of size b counted as b products), counted once
+  per run: scans count `length` times."""
   shapes = collections.Counter()
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "dot_general":
-      (lhs_c, rhs_c), _ = eqn.params["dimension_numbers"]
+      (lhs_c, _), (lhs_b, _) = eqn.params["dimension_numbers"]
       lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-      k = int(np.prod([lhs[i] for i in lhs_c]))
-      shapes[(int(np.prod(lhs)) // k, k, int(np.prod(rhs)) // k)] += times
+      k, b = (int(np.prod([lhs[i] for i in dims])) for dims in (lhs_c, lhs_b))
+      shapes[(int(np.prod(lhs)) // (k * b), k, int(np.prod(rhs)) // (k * b))] += times * b
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       shapes += _dot_shapes(sub, times * (eqn.params["length"]
                                           if eqn.primitive.name == "scan" else 1))
   return shapes
+
+
+def _listed(plain: list, scanned: list) -> collections.Counter:
+  """`benchmark.train_matmuls`'s products as _dot_shapes counts them."""
+  listed = collections.Counter(plain)
+  for steps, shape in scanned:
+    listed[shape] += steps
+  return listed
 
 
 @pytest.mark.parametrize("posterior", ["none", "copula"])
@@ -151,10 +152,7 @@ def test_train_matmuls_are_the_products_the_train_step_runs(posterior):
   FLOPs; the case's jitted call runs exactly those and returns a finite scalar."""
   model, _, _, gradient = _tiny_step(posterior)
   step = _dot_shapes(gradient)
-  plain, scanned = benchmark.train_matmuls(model.config, 4, 7)
-  expected = collections.Counter(plain)
-  for steps, shape in scanned:
-    expected[shape] += steps
+  expected = _listed(*benchmark.train_matmuls(model.config, 4, 7))
   assert not expected - step  # every product of the case is one the step runs
   left_out = sum(2 * a * b * c * count for (a, b, c), count in (step - expected).items())
   assert left_out < 0.03 * sum(2 * a * b * c * n for (a, b, c), n in step.items())
@@ -163,10 +161,9 @@ def test_train_matmuls_are_the_products_the_train_step_runs(posterior):
   config.model.posterior = posterior
   case = benchmark.train_matmuls_case(config, 50, 7)
   plain, scanned = benchmark.train_matmuls(model_config(config, 50), config.data.batch_size, 7)
-  expected = collections.Counter(plain)
-  for steps, shape in scanned:
-    expected[shape] += steps
+  expected = _listed(plain, scanned)
   assert _dot_shapes(jax.make_jaxpr(lambda: case.run()[1])().jaxpr) == expected
+
   def operands(a, b, c):
     return jax.ShapeDtypeStruct((a, b), jnp.float32), jax.ShapeDtypeStruct((b, c), jnp.float32)
   run = functools.partial(benchmark._run_matmuls, steps=tuple(n for n, _ in scanned))
