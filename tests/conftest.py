@@ -7,7 +7,8 @@ train-step test 59 s -> 43 s). The 8 devices' threads share the machine's
 cores, so on a loaded machine a collective can wait on a starved device for
 longer than XLA's default 40 s, after which XLA aborts the process: the
 tests allow 600 s. A user's own XLA_FLAGS setting of either flag wins. All
-tests, and the launcher subprocesses they start, share one
+tests, in every pytest-xdist worker (they inherit this process's
+environment), and the launcher subprocesses they start, share one
 persistent compilation cache that lives as long as the session: a killed run
 and its resumption, or two tests with the same step, compile once.
 """
