@@ -5,14 +5,12 @@
 Each holds the train state and a JSON `meta` (epoch, best NLL so far, ...).
 """
 
-import contextlib
 import os
-import signal
-import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import orbax.checkpoint as ocp
 
+from cvae_jax import ctrl_c
 from cvae_jax.errors import CvaeError
 
 
@@ -35,7 +33,7 @@ class Checkpoints:
   def save(self, manager: ocp.CheckpointManager, step: int, state: Any,
            meta: dict) -> None:
     """Starts writing a checkpoint (Ctrl-C takes effect once it has started)."""
-    with _deferred_interrupt():
+    with ctrl_c.deferred():
       manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -59,35 +57,18 @@ class Checkpoints:
     return restored.state, restored.meta
 
   def wait(self) -> None:
-    """Waits until the checkpoints being written are complete (Ctrl-C waits too)."""
-    with _deferred_interrupt():
+    """Waits until the checkpoints being written are complete (Ctrl-C waits too).
+
+    Orbax treats an interrupted save or wait as a failed save and logs it, even
+    though the checkpoint may complete; deferring Ctrl-C keeps its bookkeeping
+    and the files in step.
+    """
+    with ctrl_c.deferred():
       self.latest.wait_until_finished()
       self.best.wait_until_finished()
 
   def close(self) -> None:
     """Completes the checkpoints being written and stops the writers."""
-    with _deferred_interrupt():
+    with ctrl_c.deferred():
       self.latest.close()
       self.best.close()
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[None]:
-  """Ctrl-C inside the block raises KeyboardInterrupt when the block ends.
-
-  Orbax treats an interrupted save or wait as a failed save and logs it, even
-  though the checkpoint may complete; deferring Ctrl-C keeps its bookkeeping
-  and the files in step.
-  """
-  if (threading.current_thread() is not threading.main_thread()
-      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-    yield
-    return
-  received = []
-  signal.signal(signal.SIGINT, lambda *_: received.append(True))
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-  if received:
-    raise KeyboardInterrupt

@@ -5,6 +5,7 @@ Every failure a user can fix ends in one `error:` line and exit status 2;
 Ctrl-C ends in one line and exit status 130.
 """
 
+import os
 import re
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 from ml_collections import config_flags
 
-from cvae_jax import config_fields
+from cvae_jax import config_fields, ctrl_c
 from cvae_jax.config import base_config
 from cvae_jax.errors import CvaeError, Interrupted
 from cvae_jax.host_memory import keep_freed_memory
@@ -36,14 +37,28 @@ COORDINATOR = flags.DEFINE_string(
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost elsewhere.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost elsewhere.")
 
+_INTERRUPTED = 130  # the exit status after Ctrl-C
 _HELP = ("-h", "-help", "--help", "--helpshort", "-?")
 _CONFIG_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
 
 
 def launch(main: Callable[[list[str]], None], required: Sequence[str] = ()) -> None:
-  """Parses the flags (`required` must be given) and runs `main(argv)` under `run`."""
-  app.run(lambda argv: run(lambda: main(argv)),
-          flags_parser=lambda argv: parse_flags(argv, required))
+  """Parses the flags (`required` must be given) and runs `main(argv)` under `run`.
+
+  After Ctrl-C the process ends without tearing the interpreter down: a
+  compilation that Ctrl-C abandoned goes on in an XLA thread, and the teardown
+  under it crashes (SIGSEGV) or hangs. `run` has completed the checkpoints and
+  printed its line by then.
+  """
+  try:
+    app.run(lambda argv: run(lambda: main(argv)),
+            flags_parser=lambda argv: parse_flags(argv, required))
+  except SystemExit as e:
+    if e.code != _INTERRUPTED:
+      raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_INTERRUPTED)
 
 
 def parse_flags(argv: list[str], required: Sequence[str] = ()) -> list[str]:
@@ -85,11 +100,12 @@ def run(main: Callable[[], None]) -> None:
     jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
   logging.set_verbosity(logging.ERROR)
   try:
-    main()
+    with ctrl_c.handled():
+      main()
   except (CvaeError, OSError) as e:
     _exit(f"error: {e}", 2)
   except KeyboardInterrupt as e:
-    _exit(str(e) if isinstance(e, Interrupted) else "interrupted", 130)
+    _exit(str(e) if isinstance(e, Interrupted) else "interrupted", _INTERRUPTED)
   if MULTIHOST.value:
     multihost_utils.sync_global_devices("cvae_jax: end of run")
     jax.distributed.shutdown()

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cvae_jax import data, estimators, parallel
+from cvae_jax import ctrl_c, data, estimators, parallel
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.models import TextVAE
 
@@ -111,6 +111,7 @@ class Evaluator:
     num_batches = _num_eval_batches(split, d)
     for i, batch in enumerate(tqdm(batches, total=num_batches, desc=f"eval {split.name}",
                                    leave=False, disable=jax.process_index() != 0)):
+      ctrl_c.check()
       chunk = samples_per_chunk(iw_samples, d.eval_batch_size,
                                 batch["tokens"].shape[1], e.iw_chunk_tokens)
       inputs = parallel.to_global({k: batch[k] for k in ("tokens", "lengths", "weights")},

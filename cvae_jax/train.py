@@ -15,7 +15,7 @@ import ml_collections
 import optax
 from tqdm import tqdm
 
-from cvae_jax import aggressive, data, parallel, partition
+from cvae_jax import aggressive, ctrl_c, data, parallel, partition
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
@@ -335,6 +335,7 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
   batches = prefetch(train_batches(corpus.splits["train"], config, step, mesh))
   try:
     for batch in itertools.islice(batches, remaining):
+      ctrl_c.check()
       state, sums = step_fn(state, batch, step)
       acc = sums if acc is None else metrics_lib.add(acc, sums)
       step += 1
