@@ -12,13 +12,16 @@ from its checkpoint, so the same grid command can be repeated until done.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 from typing import Sequence
 
 import jax
@@ -148,14 +151,19 @@ def record(root: str, argv: Sequence[str], runs: Sequence[GridRun]) -> None:
 
 def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
              split: str | None, parallel: int = 1) -> dict[str, str]:
-  """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}."""
+  """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}.
+
+  SIGTERM (a `kill`, a scheduler's preemption) stops the runs in flight with
+  SIGTERM, starts no other and raises SystemExit(143): no run outlives its grid.
+  """
   pending = [(run, os.path.join(root, run.name)) for run in runs
              if not is_finished(os.path.join(root, run.name), split)]
   env = dict(os.environ)
   if parallel > 1:  # several runs share one accelerator
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.2f}")
-  with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-    codes = {run.name: pool.submit(_run_one, commands(run, workdir, config_flags, split),
+  children = _Children()
+  with children.stopped_by_sigterm(), concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+    codes = {run.name: pool.submit(children.run, commands(run, workdir, config_flags, split),
                                    workdir, env, parallel > 1, f"{i + 1}/{len(pending)}")
              for i, (run, workdir) in enumerate(pending)}
   status = {run.name: "skipped" for run in runs}
@@ -164,21 +172,62 @@ def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
   return status
 
 
-def _run_one(cmds: list[list[str]], workdir: str, env: dict, to_log: bool,
-             position: str) -> int:
-  """Runs `cmds` in order until one fails; its exit code, or 0."""
-  print(f"[{position}] {workdir}", file=sys.stderr, flush=True)
-  log = None
-  if to_log:
-    os.makedirs(workdir, exist_ok=True)
-    log = open(os.path.join(workdir, "log.txt"), "a")
-  try:
-    for cmd in cmds:
-      code = subprocess.call(cmd, env=env, stdout=log,
-                             stderr=subprocess.STDOUT if log else None)
-      if code:
-        return code
-    return 0
-  finally:
-    if log:
-      log.close()
+class _Children:
+  """The grid's running processes; once stopped, it starts no more."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._running: set[subprocess.Popen] = set()
+    self._stopped = False
+
+  @contextlib.contextmanager
+  def stopped_by_sigterm(self):
+    """SIGTERM inside the block stops the children and raises SystemExit(143);
+    any exception (Ctrl-C) out of the block stops new starts."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm) if main else None
+    try:
+      yield
+    except BaseException:
+      self._stopped = True
+      raise
+    finally:
+      if main:
+        signal.signal(signal.SIGTERM, previous)
+
+  def _on_sigterm(self, signum, frame):
+    with self._lock:
+      self._stopped = True
+      for proc in self._running:
+        proc.terminate()
+    print("terminated: the runs in flight are stopped; the same command resumes them",
+          file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+  def run(self, cmds: list[list[str]], workdir: str, env: dict, to_log: bool,
+          position: str) -> int:
+    """Runs `cmds` in order until one fails; its exit code, or 0 (-15 once stopped)."""
+    if self._stopped:
+      return -signal.SIGTERM
+    print(f"[{position}] {workdir}", file=sys.stderr, flush=True)
+    log = None
+    if to_log:
+      os.makedirs(workdir, exist_ok=True)
+      log = open(os.path.join(workdir, "log.txt"), "a")
+    try:
+      for cmd in cmds:
+        with self._lock:
+          if self._stopped:
+            return -signal.SIGTERM
+          proc = subprocess.Popen(cmd, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT if log else None)
+          self._running.add(proc)
+        code = proc.wait()
+        with self._lock:
+          self._running.discard(proc)
+        if code:
+          return code
+      return 0
+    finally:
+      if log:
+        log.close()

@@ -25,7 +25,7 @@ from cvae_jax.models import TextVAE
 from cvae_jax.objectives import Objective
 from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
-from cvae_jax.workdir import check_restart, prepare_workdir, with_run_data
+from cvae_jax.workdir import check_restart, exclusive, prepare_workdir, with_run_data
 from cvae_jax.writer import MetricWriter
 
 
@@ -276,8 +276,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Training ends after `num_steps` (or `num_epochs`) or earlier when the
   validation NLL stops improving (see cvae_jax/plateau.py). The test metrics
   are those of the best checkpoint, with its `checkpoint_step`. Every check
-  comes before the first write; Ctrl-C raises `Interrupted` once the
-  checkpoint being written is complete.
+  comes before the first write; a second process training in `workdir` is
+  refused. Ctrl-C raises `Interrupted` once the checkpoint being written is
+  complete.
   """
   config = with_run_data(workdir, config)
   d, t = config.data, config.train
@@ -290,32 +291,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if per_epoch == 0:
     raise CvaeError(f"the train split has too few sentences ({len(train_split)}) "
                     f"for one batch of config.data.batch_size={d.batch_size}")
-  prepare_workdir(workdir, config, corpus.vocab)
-  mesh = parallel.make_mesh()
-  init_key, train_key, eval_key = root_keys(config.seed)
+  with exclusive(workdir):  # one training process per workdir
+    prepare_workdir(workdir, config, corpus.vocab)
+    mesh = parallel.make_mesh()
+    init_key, train_key, eval_key = root_keys(config.seed)
 
-  ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
-  try:  # closing waits for the saves in flight, even on an exception
-    state, meta = restore_or_init(ckpts, model, config, mesh, init_key,
-                                  next(train_batches(train_split, config, 0, mesh)))
-    plateau = Plateau.from_json(PlateauRule.from_config(t), meta.get("plateau"))
-    phase = aggressive.Phase.from_json(meta.get("aggressive")) if t.aggressive else None
-    _announce_start(workdir, ckpts, int(state.step), plateau)
-    writer = MetricWriter(workdir)
-    writer.truncate_after(int(state.step))
-    evaluator = Evaluator(model, mesh, config, eval_key)
-    num_steps = total_steps(config, per_epoch)
-    step_fn = make_step(config, model, train_split, mesh, (init_key, train_key), num_steps,
-                        phase)
-    state = _train_loop(config, state, plateau, phase, ckpts, writer, evaluator, corpus,
-                        step_fn, num_steps, per_epoch, mesh)
-    ckpts.wait()
-    test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
-                                         config.eval.train_iw_samples)
-    writer.write(int(state.step), "test", test)
-    writer.close()
-  finally:
-    ckpts.close()
+    ckpts = Checkpoints(workdir, keep=t.keep_checkpoints)
+    try:  # closing waits for the saves in flight, even on an exception
+      state, meta = restore_or_init(ckpts, model, config, mesh, init_key,
+                                    next(train_batches(train_split, config, 0, mesh)))
+      plateau = Plateau.from_json(PlateauRule.from_config(t), meta.get("plateau"))
+      phase = aggressive.Phase.from_json(meta.get("aggressive")) if t.aggressive else None
+      _announce_start(workdir, ckpts, int(state.step), plateau)
+      writer = MetricWriter(workdir)
+      writer.truncate_after(int(state.step))
+      evaluator = Evaluator(model, mesh, config, eval_key)
+      num_steps = total_steps(config, per_epoch)
+      step_fn = make_step(config, model, train_split, mesh, (init_key, train_key), num_steps,
+                          phase)
+      state = _train_loop(config, state, plateau, phase, ckpts, writer, evaluator, corpus,
+                          step_fn, num_steps, per_epoch, mesh)
+      ckpts.wait()
+      test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
+                                           config.eval.train_iw_samples)
+      writer.write(int(state.step), "test", test)
+      writer.close()
+    finally:
+      ckpts.close()
   return dict(test, split="test", checkpoint="best", checkpoint_step=checkpoint_step)
 
 

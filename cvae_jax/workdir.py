@@ -8,11 +8,13 @@ changes the training objective. Other changed fields (more steps, another
 learning rate, ...) are accepted and recorded in config.json.
 """
 
+import contextlib
 import copy
+import fcntl
 import json
 import os
 import sys
-from typing import Collection, Optional
+from typing import Collection, Iterator, Optional
 
 import jax
 import ml_collections
@@ -127,6 +129,36 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, vocab: Voca
       _write_config(workdir, config)
     except OSError as e:
       raise _write_error(workdir, e) from e
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str) -> Iterator[None]:
+  """Holds a lock on the workdir while the block runs; CvaeError if another
+  process holds it (two processes training into one workdir would mix their
+  checkpoints and logs). The lock goes with its process, also one killed with
+  -9. A workdir this creates and the block leaves empty is removed. Process 0
+  only: the other hosts of a multi-host run share its workdir.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  created = not os.path.isdir(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(workdir, os.O_RDONLY)
+  except OSError as e:
+    raise _write_error(workdir, e) from e
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise CvaeError(f"another process is training in {workdir}: let it finish or stop "
+                      "it first (its run resumes from its checkpoint)") from None
+    yield
+  finally:
+    os.close(fd)
+    if created and os.path.isdir(workdir) and not os.listdir(workdir):
+      os.rmdir(workdir)
 
 
 def _check_vocab(workdir: str, vocab: Optional[Vocab]) -> Vocab:

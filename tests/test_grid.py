@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -68,6 +71,43 @@ def test_finished_runs_are_skipped_and_failures_reported(tmp_path, monkeypatch, 
   assert not grid.is_finished(str(tmp_path / "seed=1"), "test")  # no eval_test.json
   if parallel > 1:
     assert os.path.isfile(tmp_path / "seed=1" / "log.txt")
+
+
+def test_sigterm_stops_the_run_in_flight_and_starts_no_other(tmp_path, monkeypatch):
+  def commands(run, workdir, config_flags, split):  # each 'run' writes its pid, then waits
+    script = (f"import os, time; os.makedirs({workdir!r}); "
+              f"open(os.path.join({workdir!r}, 'pid'), 'w').write(str(os.getpid())); "
+              "time.sleep(120)")
+    return [[sys.executable, "-c", script]]
+  monkeypatch.setattr(grid, "commands", commands)
+  first = tmp_path / "seed=0" / "pid"
+
+  def terminate_when_the_first_runs():
+    deadline = time.time() + 60
+    while not (first.is_file() and first.read_text()) and time.time() < deadline:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+  threading.Thread(target=terminate_when_the_first_runs, daemon=True).start()
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(SystemExit) as exit_:
+    grid.run_grid(str(tmp_path), grid.grid_runs([("seed", ["0", "1"])]), [], None)
+  assert exit_.value.code == 143
+  assert signal.getsignal(signal.SIGTERM) is before
+  pid, deadline = int(first.read_text()), time.time() + 30
+  while _alive(pid) and time.time() < deadline:
+    time.sleep(0.05)
+  assert not _alive(pid)
+  time.sleep(1)
+  assert not (tmp_path / "seed=1").exists()
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` exists (the grid's thread reaps its children)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  return True
 
 
 def test_a_run_restarted_for_more_steps_or_evaluated_before_it_is_not_finished(tmp_path):

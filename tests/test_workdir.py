@@ -9,8 +9,9 @@ import pytest
 
 from cvae_jax import cli, data, train
 from cvae_jax.errors import CvaeError
-from cvae_jax.workdir import check_run, prepare_workdir, with_run_data, with_run_model
-from configs import ptb
+from cvae_jax.workdir import (check_run, exclusive, prepare_workdir, with_run_data,
+                              with_run_model)
+from configs import ptb, synthetic
 
 VOCAB = data.Vocab((*data.vocab.SPECIALS, "a", "b"))
 
@@ -133,3 +134,28 @@ def test_a_new_workdir_that_cannot_be_written_is_removed_again(tmp_path, monkeyp
   with pytest.raises(CvaeError, match=r"Permission denied \(.*vocab.txt\)"):
     prepare_workdir(str(tmp_path / "run"), ptb.get_config("tiny"), VOCAB)
   assert not (tmp_path / "run").exists()
+
+
+def test_a_second_process_on_a_workdir_is_refused_until_the_first_ends(run, tmp_path):
+  # flock locks belong to an open file: a second open in this process stands
+  # for a second process.
+  with exclusive(run):
+    with pytest.raises(CvaeError, match=f"another process is training in {run}"):
+      with exclusive(run):
+        pass
+  with exclusive(run):  # released
+    pass
+  assert sorted(os.listdir(run)) == ["config.json", "vocab.txt"]
+  with exclusive(str(tmp_path / "new")):  # a new workdir the block leaves empty
+    assert (tmp_path / "new").is_dir()
+  assert not (tmp_path / "new").exists()
+
+
+def test_training_into_a_workdir_in_use_is_refused_before_any_write(tmp_path):
+  config = synthetic.get_config("tiny")
+  config.data.tfds_dir = str(tmp_path / "tfds")
+  workdir = str(tmp_path / "run")
+  with exclusive(workdir):
+    with pytest.raises(CvaeError, match="another process is training in"):
+      train.train_and_evaluate(config, workdir)
+    assert os.listdir(workdir) == []
