@@ -137,7 +137,8 @@ def exclusive(workdir: str) -> Iterator[None]:
   process holds it (two processes training into one workdir would mix their
   checkpoints and logs). The lock goes with its process, also one killed with
   -9. A workdir this creates and the block leaves empty is removed. Process 0
-  only: the other hosts of a multi-host run share its workdir.
+  only: the other hosts of a multi-host run share its workdir. On a file
+  system without locks the block runs unguarded.
   """
   if jax.process_index() != 0:
     yield
@@ -154,6 +155,8 @@ def exclusive(workdir: str) -> Iterator[None]:
     except BlockingIOError:
       raise CvaeError(f"another process is training in {workdir}: let it finish or stop "
                       "it first (its run resumes from its checkpoint)") from None
+    except OSError:
+      pass  # a file system without locks (some network mounts): no guard
     yield
   finally:
     os.close(fd)

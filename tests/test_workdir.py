@@ -1,6 +1,7 @@
 """A run's workdir: restarts of another model or objective are refused, other changes
 are recorded, failed checks and failed writes leave nothing behind."""
 
+import fcntl
 import json
 import os
 
@@ -159,3 +160,11 @@ def test_training_into_a_workdir_in_use_is_refused_before_any_write(tmp_path):
     with pytest.raises(CvaeError, match="another process is training in"):
       train.train_and_evaluate(config, workdir)
     assert os.listdir(workdir) == []
+
+
+def test_a_file_system_without_locks_runs_unguarded(tmp_path, monkeypatch):
+  def no_locks(fd, operation):
+    raise OSError(37, "No locks available")
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  with exclusive(str(tmp_path / "run")), exclusive(str(tmp_path / "run")):
+    pass
