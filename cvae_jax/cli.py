@@ -53,6 +53,9 @@ def launch(main: Callable[[list[str]], None], required: Sequence[str] = ()) -> N
   try:
     app.run(lambda argv: run(lambda: main(argv)),
             flags_parser=lambda argv: parse_flags(argv, required))
+  except BrokenPipeError:  # the reader of stdout has gone (`--help | head`)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
   except SystemExit as e:
     if e.code != _INTERRUPTED:
       raise
@@ -102,6 +105,8 @@ def run(main: Callable[[], None]) -> None:
   try:
     with ctrl_c.handled():
       main()
+  except BrokenPipeError:
+    raise  # not the run's error: `launch` ends quietly
   except (CvaeError, OSError) as e:
     _exit(f"error: {e}", 2)
   except KeyboardInterrupt as e:

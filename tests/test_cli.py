@@ -53,6 +53,20 @@ def test_help_exits_0_with_the_launcher_s_flags(script, flags):
   assert len(result.stdout.splitlines()) < 40
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--config", "configs/ptb.py:tiny",
+                                               "--show_config"]])
+def test_a_reader_that_goes_away_ends_the_launcher_quietly(args):
+  read, write = os.pipe()
+  os.close(read)  # as `| head` does once it has its lines
+  try:
+    result = subprocess.run([sys.executable, "launch/train.py", *args], cwd=ROOT,
+                            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+                            env=launcher_env())
+  finally:
+    os.close(write)
+  assert (result.returncode, result.stderr) == (1, "")
+
+
 def test_show_config_prints_the_fields_after_overrides_and_exits_0():
   result = _launch("train.py", "--config", "configs/ptb.py:tiny", "--show_config",
                    "--config.model.latent_dim=8")
