@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from cvae_jax import config_fields, ctrl_c
 from cvae_jax.config import base_config
-from cvae_jax.errors import CvaeError, Interrupted
+from cvae_jax.errors import CvaeError
 from cvae_jax.host_memory import keep_freed_memory
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -110,7 +110,7 @@ def run(main: Callable[[], None]) -> None:
   except (CvaeError, OSError) as e:
     _exit(f"error: {e}", 2)
   except KeyboardInterrupt as e:
-    _exit(str(e) if isinstance(e, Interrupted) else "interrupted", _INTERRUPTED)
+    _exit(str(e) or "interrupted", _INTERRUPTED)
   if MULTIHOST.value:
     multihost_utils.sync_global_devices("cvae_jax: end of run")
     jax.distributed.shutdown()

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Sequence
 
 import jax
@@ -31,6 +32,7 @@ from cvae_jax.config import flat_fields
 from cvae_jax.errors import CvaeError
 
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+CTRL_C_GRACE_S = 10.0  # how long the runs get to end on a Ctrl-C of their own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +156,9 @@ def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
   """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}.
 
   SIGTERM (a `kill`, a scheduler's preemption) stops the runs in flight with
-  SIGTERM, starts no other and raises SystemExit(143): no run outlives its grid.
+  SIGTERM, starts no other and raises SystemExit(143); Ctrl-C lets them end
+  as after a Ctrl-C of their own, then raises KeyboardInterrupt: no run
+  outlives its grid.
   """
   pending = [(run, os.path.join(root, run.name)) for run in runs
              if not is_finished(os.path.join(root, run.name), split)]
@@ -162,7 +166,7 @@ def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
   if parallel > 1:  # several runs share one accelerator
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.2f}")
   children = _Children()
-  with children.stopped_by_sigterm(), concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+  with children.stopped_by_signals(), concurrent.futures.ThreadPoolExecutor(parallel) as pool:
     codes = {run.name: pool.submit(children.run, commands(run, workdir, config_flags, split),
                                    workdir, env, parallel > 1, f"{i + 1}/{len(pending)}")
              for i, (run, workdir) in enumerate(pending)}
@@ -181,19 +185,41 @@ class _Children:
     self._stopped = False
 
   @contextlib.contextmanager
-  def stopped_by_sigterm(self):
+  def stopped_by_signals(self):
     """SIGTERM inside the block stops the children and raises SystemExit(143);
-    any exception (Ctrl-C) out of the block stops new starts."""
+    Ctrl-C waits for them to end after a Ctrl-C of their own (`_interrupt`);
+    any exception out of the block stops new starts."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, self._on_sigterm) if main else None
     try:
       yield
+    except KeyboardInterrupt:
+      self._interrupt(CTRL_C_GRACE_S)
+      raise KeyboardInterrupt("interrupted: the runs in flight have stopped; "
+                              "the same command resumes them") from None
     except BaseException:
       self._stopped = True
       raise
     finally:
       if main:
         signal.signal(signal.SIGTERM, previous)
+
+  def _interrupt(self, grace: float) -> None:
+    """Stops new starts and returns once every child has ended. Ctrl-C at a
+    terminal reaches the children too; a SIGINT sent to the grid alone does
+    not, so a child still running after `grace` seconds gets one from here
+    (one only: a second would cut its own Ctrl-C handling short)."""
+    with self._lock:
+      self._stopped = True
+      running = list(self._running)
+    deadline = time.monotonic() + grace
+    for proc in running:
+      try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    for proc in running:
+      proc.wait()
 
   def _on_sigterm(self, signum, frame):
     with self._lock:

@@ -8,7 +8,8 @@ Each combination is a workdir <root>/<field>=<value>,...; finished runs are
 skipped and unfinished ones resume, so the same command can be repeated (for
 instance across sessions) until the grid is complete. Every --config.* flag is
 passed on to launch/train.py and launch/evaluate.py. Exits 1 if a run failed;
-SIGTERM stops the runs in flight and exits 143.
+SIGTERM stops the runs in flight and exits 143; Ctrl-C lets them end as
+after a Ctrl-C of their own and exits 130.
 """
 
 import sys

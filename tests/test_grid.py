@@ -101,6 +101,45 @@ def test_sigterm_stops_the_run_in_flight_and_starts_no_other(tmp_path, monkeypat
   assert not (tmp_path / "seed=1").exists()
 
 
+@pytest.mark.parametrize("to_the_group", [False, True])
+def test_ctrl_c_lets_the_run_in_flight_end_once_and_starts_no_other(
+    tmp_path, monkeypatch, to_the_group):
+  """A terminal's Ctrl-C reaches the grid and its run; a SIGINT to the grid alone
+  is passed on after the grace. Either way the run gets exactly one."""
+  def commands(run, workdir, config_flags, split):  # notes each SIGINT, ends 1 s after
+    script = (f"import os, signal, sys, time; os.makedirs({workdir!r}); "
+              f"d = {workdir!r}; got = []\n"
+              "def on_int(*_):\n"
+              "  open(os.path.join(d, 'sigint'), 'a').write('x'); got.append(time.time())\n"
+              "signal.signal(signal.SIGINT, on_int)\n"
+              "open(os.path.join(d, 'pid'), 'w').write(str(os.getpid()))\n"
+              "while not got or time.time() < got[0] + 1: time.sleep(0.01)\n"
+              "sys.exit(130)")
+    return [[sys.executable, "-c", script]]
+  monkeypatch.setattr(grid, "commands", commands)
+  monkeypatch.setattr(grid, "CTRL_C_GRACE_S", 5.0)
+  first, ctrl_c = tmp_path / "seed=0", []
+
+  def ctrl_c_when_the_first_runs():
+    deadline = time.time() + 60
+    while not ((first / "pid").is_file() and (first / "pid").read_text()) and (
+        time.time() < deadline):
+      time.sleep(0.05)
+    if to_the_group:
+      os.kill(int((first / "pid").read_text()), signal.SIGINT)
+    ctrl_c.append(time.time())
+    os.kill(os.getpid(), signal.SIGINT)
+  threading.Thread(target=ctrl_c_when_the_first_runs, daemon=True).start()
+  with pytest.raises(KeyboardInterrupt, match="the same command resumes them"):
+    grid.run_grid(str(tmp_path), grid.grid_runs([("seed", ["0", "1"])]), [], None)
+  took = time.time() - ctrl_c[0]
+  assert (first / "sigint").read_text() == "x"
+  assert not _alive(int((first / "pid").read_text()))  # ended before the grid returned
+  assert took < 5 if to_the_group else took > 5
+  time.sleep(1)
+  assert not (tmp_path / "seed=1").exists()
+
+
 def _alive(pid: int) -> bool:
   """Whether process `pid` exists (the grid's thread reaps its children)."""
   try:
