@@ -92,6 +92,21 @@ def is_finished(workdir: str, split: str | None) -> bool:
                        and os.path.getmtime(evaluation) >= os.path.getmtime(path))
 
 
+def state(workdir: str, split: str | None) -> str:
+  """Where a run stands: 'finished', 'trained, not evaluated', 'checkpoint of
+  step N' (its newest, where it resumes), 'no checkpoint yet' or 'not started'."""
+  if is_finished(workdir, split):
+    return "finished"
+  if is_finished(workdir, None):
+    return "trained, not evaluated"
+  checkpoints = os.path.join(workdir, "checkpoints")
+  steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()] if os.path.isdir(
+      checkpoints) else []
+  if steps:
+    return f"checkpoint of step {max(steps):,}"
+  return "no checkpoint yet" if os.path.isdir(workdir) else "not started"
+
+
 def commands(run: GridRun, workdir: str, config_flags: Sequence[str],
              split: str | None) -> list[list[str]]:
   """The train command, then the evaluate command when `split` is given."""

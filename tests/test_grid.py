@@ -165,6 +165,27 @@ def test_a_run_restarted_for_more_steps_or_evaluated_before_it_is_not_finished(t
   assert not grid.is_finished(str(run), None)
 
 
+def test_the_state_of_each_run(tmp_path):
+  def at(name, metrics=(), checkpoints=(), evaluated=False):
+    run = tmp_path / name
+    os.makedirs(run / "checkpoints")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in metrics))
+    for c in checkpoints:
+      os.makedirs(run / "checkpoints" / c)
+    if evaluated:
+      (run / "eval_test.json").write_text("{}")
+    return str(run)
+  test_event = [{"step": 9, "split": "test"}]
+  assert grid.state(at("done", test_event, ["9"], True), "test") == "finished"
+  assert grid.state(at("trained", test_event, ["9"]), "test") == "trained, not evaluated"
+  assert grid.state(at("trained2", test_event, ["9"]), None) == "finished"
+  midway = at("midway", [{"step": 1200, "split": "train"}],
+              ["1000", "2000", "3000.orbax-checkpoint-tmp-1"])
+  assert grid.state(midway, "test") == "checkpoint of step 2,000"
+  assert grid.state(at("fresh"), "test") == "no checkpoint yet"
+  assert grid.state(str(tmp_path / "absent"), "test") == "not started"
+
+
 def test_the_launcher_trains_evaluates_then_skips(tmp_path):
   cmd = [sys.executable, "launch/grid.py", "--config", "configs/synthetic.py:tiny",
          f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--config.train.num_steps=4",
@@ -181,6 +202,12 @@ def test_the_launcher_trains_evaluates_then_skips(tmp_path):
   entries = json.loads((tmp_path / "grid" / "grid.json").read_text())
   assert len(entries) == 1 and "--sweep model.posterior=gaussian" in entries[0]["command"]
   assert entries[0]["runs"] == ["posterior=gaussian"]
+  status = subprocess.run(cmd[:-2] + ["model.posterior=gaussian,copula", cmd[-1], "--status"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert status.returncode == 0, status.stderr[-2000:]
+  assert status.stdout.split("\n")[:2] == ["posterior=gaussian  finished",
+                                            "posterior=copula    not started"]
+  assert json.loads((tmp_path / "grid" / "grid.json").read_text()) == entries  # not recorded
   bad = subprocess.run(cmd[:-3] + ["--sweep", "model.nope=1", f"--root={tmp_path / 'g2'}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert bad.returncode == 2 and "config.model.nope" in bad.stderr
