@@ -1,7 +1,10 @@
 """The report tool on fake workdirs: grouping, mean ± sd, missing runs, blocks."""
 
+import itertools
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -266,3 +269,27 @@ def test_the_launcher_writes_the_block(tmp_path):
   bad = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "nothing")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_the_tables_in_the_docs_are_what_their_commands_write(monkeypatch):
+  """Every report block of the README and docs/results.md whose command reads
+  records kept in this repository (under docs/) equals what that command
+  writes now."""
+  monkeypatch.chdir(ROOT)
+  block = re.compile(r"<!-- report:(\S+) -->\n(.*?)\n<!-- /report:\1 -->", re.S)
+  checked = []
+  for doc in ("README.md", os.path.join("docs", "results.md")):
+    with open(doc) as f:
+      for name, text in block.findall(f.read()):
+        made = re.search(r"Tables made by `(python launch/report.py [^`]*)`\.$", text)
+        if not made:
+          continue
+        args = shlex.split(made.group(1))[2:]
+        paths = list(itertools.takewhile(lambda a: not a.startswith("--"), args))
+        if not all(p.startswith("docs" + os.sep) for p in paths):  # not kept here
+          continue
+        split = args[args.index("--split") + 1] if "--split" in args else "test"
+        assert results.report(paths, split, made.group(1)) == text, (doc, name)
+        checked.append((doc, name))
+  assert ("README.md", "ptb_small") in checked
+  assert (os.path.join("docs", "results.md"), "ptb_small") in checked
