@@ -303,11 +303,50 @@ def provenance(workdirs: Sequence[str]) -> str:
   return "\n".join(lines)
 
 
-def report(paths: Sequence[str], split: str, command: str) -> str:
-  """The Markdown block: tables, then how they were made."""
+def training(workdir: str) -> Optional[dict]:
+  """A run's course from its metrics.jsonl: its last step, its best validation
+  -ELBO and that step, and the validations after which the plateau rule cut
+  the learning rate (where the train events' lr_scale changes). None before
+  the first validation."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  events = read_events(workdir) if os.path.isfile(path) else []
+  valid = [e for e in events if e["split"] == "valid"]
+  if not valid:
+    return None
+  best = min(valid, key=lambda e: e["nll_elbo"])  # the first of equal ones
+  cuts, last_valid, scale = [], None, None
+  for e in events:
+    if e["split"] == "valid":
+      last_valid = e["step"]
+    elif e["split"] == "train" and "lr_scale" in e:
+      if scale is not None and e["lr_scale"] != scale:
+        cuts.append(last_valid)
+      scale = e["lr_scale"]
+  return {"last_step": max(e["step"] for e in events if e["split"] in ("train", "valid")),
+          "best": best["nll_elbo"], "best_step": best["step"], "cuts": cuts}
+
+
+def training_table(workdirs: Sequence[str]) -> str:
+  """One line per run: `training` as Markdown."""
+  lines = ["Training of each run (its metrics.jsonl):", "",
+           "| run | last step | best valid -ELBO | at step | learning rate cut at the "
+           "validations of steps |", "|---|---|---|---|---|"]
+  for w in workdirs:
+    t = training(w)
+    cells = ["—"] * 4 if t is None else [
+        f"{t['last_step']:,}", f"{t['best']:.2f}", f"{t['best_step']:,}",
+        ", ".join(f"{s:,}" for s in t["cuts"]) or "none"]
+    lines.append(f"| {os.path.basename(w)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def report(paths: Sequence[str], split: str, command: str, with_training: bool = False) -> str:
+  """The Markdown block: tables (and, `with_training`, each run's course), then
+  how they were made."""
   workdirs = find_runs(paths)
   results = [load_result(w, split) for w in workdirs]
-  return (f"{tables(results)}\n\nRuns:\n{provenance(workdirs)}\n\n"
+  course = f"\n\n{training_table(workdirs)}" if with_training else ""
+  return (f"{tables(results)}{course}\n\nRuns:\n{provenance(workdirs)}\n\n"
           f"Tables made by `{command}`.")
 
 

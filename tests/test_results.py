@@ -250,6 +250,32 @@ def test_a_folder_without_runs_is_an_error(tmp_path):
     results.find_runs([str(tmp_path)])
 
 
+def test_each_runs_course_best_validation_and_learning_rate_cuts(tmp_path):
+  fake_run(tmp_path / "runs" / "a", metrics=metrics(100.0))
+  events = [{"step": 5, "split": "train", "lr_scale": 1.0},
+            {"step": 10, "split": "valid", "nll_elbo": 9.0},
+            {"step": 15, "split": "train", "lr_scale": 1.0},
+            {"step": 20, "split": "valid", "nll_elbo": 7.0},
+            {"step": 30, "split": "valid", "nll_elbo": 7.5},  # no improvement: cut
+            {"step": 35, "split": "train", "lr_scale": 0.5},
+            {"step": 40, "split": "valid", "nll_elbo": 7.0},  # equal is no better
+            {"step": 45, "split": "train", "lr_scale": 0.25},
+            {"step": 48, "split": "train", "lr_scale": 0.25},
+            {"step": 20, "split": "test", "nll_elbo": 7.1}]
+  with open(tmp_path / "runs" / "a" / "metrics.jsonl", "w") as f:
+    f.write("".join(json.dumps(e) + "\n" for e in events))
+  assert results.training(str(tmp_path / "runs" / "a")) == {
+      "last_step": 48, "best": 7.0, "best_step": 20, "cuts": [30, 40]}
+  fake_run(tmp_path / "runs" / "b")  # not validated yet
+  with open(tmp_path / "runs" / "b" / "metrics.jsonl", "w") as f:
+    f.write(json.dumps(events[0]) + "\n")
+  assert results.training(str(tmp_path / "runs" / "b")) is None
+  text = results.report([str(tmp_path / "runs")], "test", "cmd", with_training=True)
+  assert "| a | 48 | 7.00 | 20 | 30, 40 |" in text
+  assert "| b | — | — | — | — |" in text
+  assert "Training of each run" not in results.report([str(tmp_path / "runs")], "test", "cmd")
+
+
 def test_the_launcher_writes_the_block(tmp_path):
   fake_run(tmp_path / "runs" / "g", metrics=metrics(100.0))
   out = tmp_path / "results.md"
@@ -266,6 +292,12 @@ def test_the_launcher_writes_the_block(tmp_path):
   assert done.stderr == f"kept {kept / 'g'}\n"
   assert (f"Tables made by `python launch/report.py {kept} --out {out} --name ptb`"
           in out.read_text())
+  done = subprocess.run([sys.executable, "launch/report.py", str(kept), "--out", str(out),
+                         "--name", "ptb", "--training"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "Training of each run" in out.read_text()
+  assert f"--name ptb --training`" in out.read_text()
   bad = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "nothing")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.startswith("error:")
