@@ -30,6 +30,7 @@ import ml_collections
 
 from cvae_jax.config import flat_fields
 from cvae_jax.errors import CvaeError
+from cvae_jax.workdir import holder
 
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
 CTRL_C_GRACE_S = 10.0  # how long the runs get to end on a Ctrl-C of their own
@@ -94,17 +95,21 @@ def is_finished(workdir: str, split: str | None) -> bool:
 
 def state(workdir: str, split: str | None) -> str:
   """Where a run stands: 'finished', 'trained, not evaluated', 'checkpoint of
-  step N' (its newest, where it resumes), 'no checkpoint yet' or 'not started'."""
+  step N' (its newest, where it resumes), 'no checkpoint yet' or 'not started';
+  'training now (pid P), ...' while a process holds the run."""
   if is_finished(workdir, split):
     return "finished"
-  if is_finished(workdir, None):
-    return "trained, not evaluated"
   checkpoints = os.path.join(workdir, "checkpoints")
   steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()] if os.path.isdir(
       checkpoints) else []
-  if steps:
-    return f"checkpoint of step {max(steps):,}"
-  return "no checkpoint yet" if os.path.isdir(workdir) else "not started"
+  if is_finished(workdir, None):
+    where = "trained, not evaluated"
+  elif steps:
+    where = f"checkpoint of step {max(steps):,}"
+  else:
+    where = "no checkpoint yet" if os.path.isdir(workdir) else "not started"
+  pid = holder(workdir) if os.path.isdir(workdir) else None
+  return where if pid is None else f"training now (pid {pid}), {where}"
 
 
 def commands(run: GridRun, workdir: str, config_flags: Sequence[str],

@@ -164,6 +164,41 @@ def exclusive(workdir: str) -> Iterator[None]:
       os.rmdir(workdir)
 
 
+def holder(workdir: str) -> Optional[int]:
+  """The pid of the process that holds `workdir`'s lock (`exclusive`), from
+  /proc/locks and the holder's open files (the device numbers there are not
+  always `stat`'s); None if no process does, or where the system does not say."""
+  try:
+    inode = os.stat(workdir).st_ino
+    with open("/proc/locks") as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return None
+  path = os.path.realpath(workdir)
+  for line in lines:  # '1: FLOCK  ADVISORY  WRITE 18538 fe:00:5473429 0 EOF'
+    fields = line.split()
+    if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+      if path in _open_paths(int(fields[4])):
+        return int(fields[4])
+  return None
+
+
+def _open_paths(pid: int) -> set[str]:
+  """What process `pid` has open (empty if it cannot be read)."""
+  fds = f"/proc/{pid}/fd"
+  try:
+    names = os.listdir(fds)
+  except OSError:
+    return set()
+  paths = set()
+  for name in names:
+    try:
+      paths.add(os.readlink(os.path.join(fds, name)))
+    except OSError:
+      pass
+  return paths
+
+
 def _check_vocab(workdir: str, vocab: Optional[Vocab]) -> Vocab:
   """The run's vocabulary; CvaeError if `vocab` is given and differs."""
   vocab_path = os.path.join(workdir, "vocab.txt")

@@ -26,7 +26,8 @@ SWEEP = flags.DEFINE_multi_string(
 SPLIT = flags.DEFINE_string("split", "test", "Evaluate each trained run on this split "
                             "with launch/evaluate.py; '' to skip evaluation.")
 STATUS = flags.DEFINE_bool("status", False, "Print where each run stands (finished, its "
-                            "newest checkpoint, not started) and exit; nothing runs.")
+                            "newest checkpoint, training now, not started) and exit; "
+                            "nothing runs.")
 PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (several fit one GPU); "
                                 "with more than 1 each logs to <workdir>/log.txt.")
 

@@ -12,6 +12,7 @@ import pytest
 
 from cvae_jax import grid
 from cvae_jax.errors import CvaeError
+from cvae_jax.workdir import exclusive
 from configs import synthetic
 from tests.helpers import launcher_env
 
@@ -184,6 +185,10 @@ def test_the_state_of_each_run(tmp_path):
   assert grid.state(midway, "test") == "checkpoint of step 2,000"
   assert grid.state(at("fresh"), "test") == "no checkpoint yet"
   assert grid.state(str(tmp_path / "absent"), "test") == "not started"
+  if os.path.exists("/proc/locks"):
+    with exclusive(midway):
+      assert grid.state(midway, "test") == (
+          f"training now (pid {os.getpid()}), checkpoint of step 2,000")
 
 
 def test_the_launcher_trains_evaluates_then_skips(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 
 from cvae_jax import cli, data, train
 from cvae_jax.errors import CvaeError
-from cvae_jax.workdir import (check_run, exclusive, prepare_workdir, with_run_data,
-                              with_run_model)
+from cvae_jax.workdir import (check_run, exclusive, holder, prepare_workdir,
+                              with_run_data, with_run_model)
 from configs import ptb, synthetic
 
 VOCAB = data.Vocab((*data.vocab.SPECIALS, "a", "b"))
@@ -150,6 +150,16 @@ def test_a_second_process_on_a_workdir_is_refused_until_the_first_ends(run, tmp_
   with exclusive(str(tmp_path / "new")):  # a new workdir the block leaves empty
     assert (tmp_path / "new").is_dir()
   assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="no /proc/locks here")
+def test_the_process_holding_a_workdir_is_named(run, tmp_path):
+  assert holder(run) is None
+  with exclusive(run):
+    assert holder(run) == os.getpid()
+    assert holder(str(tmp_path)) is None  # another folder
+  assert holder(run) is None
+  assert holder(str(tmp_path / "absent")) is None
 
 
 def test_training_into_a_workdir_in_use_is_refused_before_any_write(tmp_path):
