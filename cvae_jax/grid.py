@@ -108,7 +108,7 @@ def state(workdir: str, split: str | None) -> str:
     where = f"checkpoint of step {max(steps):,}"
   else:
     where = "no checkpoint yet" if os.path.isdir(workdir) else "not started"
-  pid = holder(workdir) if os.path.isdir(workdir) else None
+  pid = holder(workdir)
   return where if pid is None else f"training now (pid {pid}), {where}"
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from cvae_jax.errors import CvaeError
 from cvae_jax.models.posteriors.copula import uninformative_kl
 from cvae_jax.results import row_labels
-from cvae_jax.writer import read_events
+from cvae_jax.writer import finite, read_events
 
 matplotlib.use("Agg")
 
@@ -79,7 +79,7 @@ class Run:
     """Steps and values of `metric` over the `split` events that hold it."""
     events = self._holding(split, metric)
     return (np.array([e["step"] for e in events], np.int64),
-            np.array([_finite(e[metric]) for e in events], np.float64))
+            np.array([finite(e[metric]) for e in events], np.float64))
 
   def _holding(self, split: str, metric: str) -> list[dict]:
     return [e for e in self.events if e["split"] == split and metric in e]
@@ -122,7 +122,7 @@ class Run:
       return tests[-1], "test"
     valid = [e for e in self.events if e["split"] == "valid"]
     if valid:
-      return min(valid, key=lambda e: _finite(e.get("nll_elbo"), math.inf)), "valid"
+      return min(valid, key=lambda e: finite(e.get("nll_elbo"), math.inf)), "valid"
     return None
 
 
@@ -187,7 +187,7 @@ def lambda_sweep(runs: Sequence[Run], path: str) -> None:
       panels += [(ppl_ax, key, fmt, f"{line}: {what}") for key, fmt, what in _PERPLEXITIES
                  if any(key in m for lam in lambdas for m in points[lam])]
       for ax, key, fmt, label in panels:
-        stats = [_mean_sd([_finite(m.get(key)) for m in points[lam]]) for lam in lambdas]
+        stats = [_mean_sd([finite(m.get(key)) for m in points[lam]]) for lam in lambdas]
         ax.errorbar(lambdas, [mean for mean, _ in stats], yerr=[sd for _, sd in stats],
                     fmt=fmt, color=_color(i), capsize=3, label=label)
     _uninformative_kl_lines(kl_ax, [run for run, _ in finals])
@@ -282,12 +282,6 @@ def _correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     std = np.std(m, axis=0)
     return m / np.where(std > 0, std, np.inf)
   return standardize(x).T @ standardize(y) / len(x)
-
-
-def _finite(value, default: float = math.nan) -> float:
-  """A metric as a float; a missing or non-finite one as `default`."""
-  value = math.nan if value is None else float(value)
-  return value if math.isfinite(value) else default
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ import numpy as np
 
 from cvae_jax.config import base_config, flat_fields
 from cvae_jax.errors import CvaeError
-from cvae_jax.writer import read_events
+from cvae_jax.writer import finite, read_events
 
 # (metric key, column title, decimals)
 BOUNDS = (("iw_nll", "IW-NLL", 2), ("nll_elbo", "-ELBO", 2), ("kl", "KL", 2),
@@ -308,12 +309,12 @@ def training(workdir: str) -> Optional[dict]:
   -ELBO and that step, and the validations after which the plateau rule cut
   the learning rate (where the train events' lr_scale changes). None before
   the first validation."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  events = read_events(workdir) if os.path.isfile(path) else []
+  events = read_events(workdir) if os.path.isfile(
+      os.path.join(workdir, "metrics.jsonl")) else []
   valid = [e for e in events if e["split"] == "valid"]
   if not valid:
     return None
-  best = min(valid, key=lambda e: e["nll_elbo"])  # the first of equal ones
+  best = min(valid, key=lambda e: finite(e.get("nll_elbo"), math.inf))  # the first of equals
   cuts, last_valid, scale = [], None, None
   for e in events:
     if e["split"] == "valid":
@@ -323,7 +324,7 @@ def training(workdir: str) -> Optional[dict]:
         cuts.append(last_valid)
       scale = e["lr_scale"]
   return {"last_step": max(e["step"] for e in events if e["split"] in ("train", "valid")),
-          "best": best["nll_elbo"], "best_step": best["step"], "cuts": cuts}
+          "best": finite(best.get("nll_elbo")), "best_step": best["step"], "cuts": cuts}
 
 
 def training_table(workdirs: Sequence[str]) -> str:

@@ -90,6 +90,13 @@ def _json_float(v) -> float | str | None:
   return v if math.isfinite(v) else str(v)
 
 
+def finite(value, default: float = math.nan) -> float:
+  """An event's metric as a float; a missing or non-finite one ('nan', 'inf'
+  in metrics.jsonl) as `default`."""
+  value = math.nan if value is None else float(value)
+  return value if math.isfinite(value) else default
+
+
 def _ends_with_newline(path: str) -> bool:
   with open(path, "rb") as f:
     f.seek(0, os.SEEK_END)
