@@ -297,7 +297,7 @@ def test_the_launcher_writes_the_block(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
   assert "Training of each run" in out.read_text()
-  assert f"--name ptb --training`" in out.read_text()
+  assert "--name ptb --training`" in out.read_text()
   bad = subprocess.run([sys.executable, "launch/report.py", str(tmp_path / "nothing")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.startswith("error:")
