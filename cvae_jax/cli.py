@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from cvae_jax import config_fields, ctrl_c
 from cvae_jax.config import base_config
-from cvae_jax.errors import CvaeError
+from cvae_jax.errors import CvaeError, Terminated
 from cvae_jax.host_memory import keep_freed_memory
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -38,6 +38,7 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost el
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost elsewhere.")
 
 _INTERRUPTED = 130  # the exit status after Ctrl-C
+_TERMINATED = 143  # after SIGTERM
 _HELP = ("-h", "-help", "--help", "--helpshort", "-?")
 _CONFIG_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
 
@@ -95,7 +96,7 @@ def given_fields(argv: Sequence[str]) -> tuple[str, ...]:
 
 def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError or an OSError exits 2 with
-  its message, Ctrl-C 130. A multi-host run ends with every host at a barrier,
+  its message, Ctrl-C 130, SIGTERM during training 143. A multi-host run ends with every host at a barrier,
   then shuts the distributed runtime down."""
   keep_freed_memory()  # before JAX starts its threads
   if MULTIHOST.value:
@@ -111,6 +112,8 @@ def run(main: Callable[[], None]) -> None:
     _exit(f"error: {e}", 2)
   except KeyboardInterrupt as e:
     _exit(str(e) or "interrupted", _INTERRUPTED)
+  except Terminated as e:
+    _exit(str(e), _TERMINATED)
   if MULTIHOST.value:
     multihost_utils.sync_global_devices("cvae_jax: end of run")
     jax.distributed.shutdown()

@@ -26,3 +26,16 @@ class Interrupted(KeyboardInterrupt):
               "run the same command to start again")
     return (f"interrupted at step {self.step}; the checkpoint of step "
             f"{self.checkpoint_step} is kept; run the same command to resume")
+
+
+class Terminated(Exception):
+  """SIGTERM during training, after the checkpoint of the step it stopped at
+  was written; launchers print it and exit 143 (128 + SIGTERM)."""
+
+  def __init__(self, step: int):
+    super().__init__(step)
+    self.step = step
+
+  def __str__(self) -> str:
+    return (f"terminated at step {self.step}; its checkpoint is kept; "
+            "run the same command to resume")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import sys
@@ -15,11 +16,11 @@ import ml_collections
 import optax
 from tqdm import tqdm
 
-from cvae_jax import aggressive, ctrl_c, data, parallel, partition
+from cvae_jax import aggressive, ctrl_c, data, parallel, partition, preemption
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
-from cvae_jax.errors import CvaeError, Interrupted
+from cvae_jax.errors import CvaeError, Interrupted, Terminated
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.models import TextVAE
 from cvae_jax.objectives import Objective
@@ -278,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   are those of the best checkpoint, with its `checkpoint_step`. Every check
   comes before the first write; a second process training in `workdir` is
   refused. Ctrl-C raises `Interrupted` once the checkpoint being written is
-  complete.
+  complete; SIGTERM raises `Terminated` once the step it came in has been
+  checkpointed (cvae_jax/preemption.py).
   """
   config = with_run_data(workdir, config)
   d, t = config.data, config.train
@@ -303,19 +305,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       plateau = Plateau.from_json(PlateauRule.from_config(t), meta.get("plateau"))
       phase = aggressive.Phase.from_json(meta.get("aggressive")) if t.aggressive else None
       _announce_start(workdir, ckpts, int(state.step), plateau)
-      writer = MetricWriter(workdir)
-      writer.truncate_after(int(state.step))
       evaluator = Evaluator(model, mesh, config, eval_key)
       num_steps = total_steps(config, per_epoch)
       step_fn = make_step(config, model, train_split, mesh, (init_key, train_key), num_steps,
                           phase)
-      state = _train_loop(config, state, plateau, phase, ckpts, writer, evaluator, corpus,
-                          step_fn, num_steps, per_epoch, mesh)
-      ckpts.wait()
-      test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
-                                           config.eval.train_iw_samples)
-      writer.write(int(state.step), "test", test)
-      writer.close()
+      with contextlib.closing(MetricWriter(workdir)) as writer:  # its queue is written out
+        writer.truncate_after(int(state.step))
+        with preemption.watched():
+          state = _train_loop(config, state, plateau, phase, ckpts, writer, evaluator, corpus,
+                              step_fn, num_steps, per_epoch, mesh, meta.get("train_sums"))
+        ckpts.wait()
+        test, checkpoint_step = evaluate_best(ckpts, state, evaluator, corpus.splits["test"],
+                                             config.eval.train_iw_samples)
+        writer.write(int(state.step), "test", test)
     finally:
       ckpts.close()
   return dict(test, split="test", checkpoint="best", checkpoint_step=checkpoint_step)
@@ -324,13 +326,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: Plateau,
                 phase: Optional[aggressive.Phase], ckpts: Checkpoints, writer: MetricWriter,
                 evaluator: Evaluator, corpus: data.Corpus, step_fn: Callable,
-                num_steps: int, per_epoch: int, mesh) -> TrainState:
+                num_steps: int, per_epoch: int, mesh,
+                train_sums: Optional[dict] = None) -> TrainState:
   """Steps (`make_step`) from `state.step` to `num_steps` or an early stop;
-  the final state."""
+  the final state. `train_sums`: the train metrics summed since the last log,
+  as a checkpoint taken between logs keeps them."""
   t = config.train
   eval_every = t.eval_every or per_epoch
   step = int(state.step)
-  acc = None
+  acc = None if train_sums is None else {k: jnp.float32(v) for k, v in train_sums.items()}
   remaining = 0 if plateau.stopped else max(0, num_steps - step)
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
@@ -342,6 +346,7 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
       acc = sums if acc is None else metrics_lib.add(acc, sums)
       step += 1
       bar.update(1)
+      stop = preemption.requested(step)
       evaluate_now = step % eval_every == 0 or step == num_steps
       save_now = evaluate_now or step % t.checkpoint_every == 0
       if step % t.log_every == 0 or save_now:
@@ -358,11 +363,16 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
         if phase is not None and phase.update(valid["mi"]):
           _say(f"step {step}: the validation MI {valid['mi']:.3f} did not rise; "
                "the aggressive phase ends")
-      if save_now:
+      if save_now or stop:
         meta = {"step": step, "plateau": plateau.to_json()}
         if phase is not None:
           meta["aggressive"] = phase.to_json()
+        if acc is not None:
+          meta["train_sums"] = {k: float(v) for k, v in acc.items()}
         ckpts.save(ckpts.latest, step, state, meta)
+      if stop:
+        ckpts.wait()
+        raise Terminated(step)
       if plateau.stopped:
         break
   except KeyboardInterrupt as e:

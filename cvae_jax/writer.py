@@ -33,13 +33,16 @@ class MetricWriter:
     self._tb = self._open_tb() if self.enabled else None
 
   def truncate_after(self, step: int) -> None:
-    """Forget the events after `step` (the checkpoint a run resumes from)."""
+    """Forget the events after `step` (the checkpoint a run resumes from).
+
+    tb/ is written anew from metrics.jsonl: tensorboardX writes from a queue,
+    so a run that ended without `close()` (killed) may have left its last
+    events out of it.
+    """
     if not (self.enabled and os.path.exists(self.path)):
       return
     events = read_events(os.path.dirname(self.path))
-    kept = [e for e in events if e["step"] <= step]
-    if len(kept) < len(events) or not _ends_with_newline(self.path):
-      self._rewrite(kept)
+    self._rewrite([e for e in events if e["step"] <= step])
 
   def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
     """Appends one event; a test event replaces the run's earlier test events."""
@@ -95,15 +98,6 @@ def finite(value, default: float = math.nan) -> float:
   in metrics.jsonl) as `default`."""
   value = math.nan if value is None else float(value)
   return value if math.isfinite(value) else default
-
-
-def _ends_with_newline(path: str) -> bool:
-  with open(path, "rb") as f:
-    f.seek(0, os.SEEK_END)
-    if f.tell() == 0:
-      return True
-    f.seek(-1, os.SEEK_END)
-    return f.read(1) == b"\n"
 
 
 def read_events(workdir: str) -> list[dict]:

@@ -55,39 +55,65 @@ def test_a_run_writes_metrics_checkpoints_and_test_figures(tmp_path):
 ONE_SHAPE = {"data.bucket_lengths": (24,), "data.max_length": 22}  # fewer compilations
 
 
-@pytest.mark.parametrize("options", [
-    {},
+def _killed_after_step_25(step_fn):
+  """The run is killed between steps 25 and 26 (a Ctrl-C lands in step 26)."""
+  calls = [0]
+
+  def step(*a):
+    calls[0] += 1
+    if calls[0] > 25:
+      raise KeyboardInterrupt
+    return step_fn(*a)
+  return step
+
+
+def _terminated_in_step_23(step_fn):
+  """SIGTERM comes while step 23 runs, between the logs of steps 20 and 25."""
+  calls = [0]
+
+  def step(*a):
+    calls[0] += 1
+    if calls[0] == 23:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return step_fn(*a)
+  return step
+
+
+KILLED = (_killed_after_step_25, 130, 20, "interrupted at step 25; the checkpoint of step 20 "
+          "is kept; run the same command to resume")
+TERMINATED = (_terminated_in_step_23, 143, 23, "terminated at step 23; its checkpoint is kept; "
+              "run the same command to resume")
+
+
+@pytest.mark.parametrize("options, stop", [
+    ({}, KILLED),
     # Every training procedure at once, on the flow posterior.
-    {**ONE_SHAPE, "model.posterior": "flow", "model.word_dropout": 0.3,
-     "model.bn_gamma": 0.5, "train.free_bits": 0.2, "train.kl_cycles": 2},
-], ids=["default", "procedures_flow"])
-def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys, options):
+    ({**ONE_SHAPE, "model.posterior": "flow", "model.word_dropout": 0.3,
+      "model.bn_gamma": 0.5, "train.free_bits": 0.2, "train.kl_cycles": 2}, KILLED),
+    # Resumed between two logs: the train metrics summed since step 20 come back too.
+    ({}, TERMINATED),
+], ids=["default", "procedures_flow", "sigterm"])
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys, options,
+                                                  stop):
   config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)
   config.update_from_flattened_dict(options)
   real = functools.lru_cache(train.jit_train_step)  # the three runs compile the step once
   monkeypatch.setattr(train, "jit_train_step", real)
   train.train_and_evaluate(config, str(tmp_path / "straight"))
 
-  def dies_after_25_steps(*args, **kwargs):
-    step_fn, calls = real(*args, **kwargs), [0]
-
-    def step(*a):
-      calls[0] += 1
-      if calls[0] > 25:
-        raise KeyboardInterrupt  # the run is killed between steps 25 and 26
-      return step_fn(*a)
-    return step
-
-  monkeypatch.setattr(train, "jit_train_step", dies_after_25_steps)
+  stops, code, checkpoint, message = stop
+  monkeypatch.setattr(train, "jit_train_step", lambda *a, **k: stops(real(*a, **k)))
   flags.FLAGS.mark_as_parsed()  # cli.run reads --multihost
+  sigterm = signal.getsignal(signal.SIGTERM)
   with pytest.raises(SystemExit) as exit_:
     cli.run(lambda: train.train_and_evaluate(config, str(tmp_path / "resumed")))
-  assert exit_.value.code == 130
-  assert capsys.readouterr().err.splitlines()[-1] == (
-      "interrupted at step 25; the checkpoint of step 20 is kept; "
-      "run the same command to resume")
+  assert exit_.value.code == code
+  assert capsys.readouterr().err.splitlines()[-1] == message
+  assert signal.getsignal(signal.SIGTERM) is sigterm  # outside training, as it was
+  assert _latest_params(tmp_path / "resumed")[0] == checkpoint
   monkeypatch.setattr(train, "jit_train_step", real)
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert f"resuming from step {checkpoint}," in capsys.readouterr().err
 
   straight, resumed = _latest_params(tmp_path / "straight"), _latest_params(tmp_path / "resumed")
   assert straight[0] == resumed[0] == 40

@@ -37,6 +37,17 @@ def test_truncating_after_a_resume_rewrites_tensorboard_too(tmp_path):
   assert tb_scalars(tmp_path / "tb") == _tb_of(events)  # no duplicate step 30
 
 
+def test_events_a_killed_run_left_out_of_tensorboard_come_back_on_resume(tmp_path):
+  _write_run(tmp_path)
+  for name in os.listdir(tmp_path / "tb"):  # killed before tensorboardX's queue was written
+    with open(tmp_path / "tb" / name, "r+b") as f:
+      f.truncate(0)
+  writer = MetricWriter(str(tmp_path))
+  writer.truncate_after(30)  # nothing after the checkpoint to drop
+  writer.close()
+  assert tb_scalars(tmp_path / "tb") == _tb_of(read_events(str(tmp_path)))
+
+
 def test_test_rows_are_replaced_only_by_a_new_test_row(tmp_path):
   _write_run(tmp_path, steps=(10, 20), test_step=20)
   writer = MetricWriter(str(tmp_path))
