@@ -96,8 +96,8 @@ def given_fields(argv: Sequence[str]) -> tuple[str, ...]:
 
 def run(main: Callable[[], None]) -> None:
   """Runs `main` after multi-host start-up; a CvaeError or an OSError exits 2 with
-  its message, Ctrl-C 130, SIGTERM during training 143. A multi-host run ends with every host at a barrier,
-  then shuts the distributed runtime down."""
+  its message, Ctrl-C 130, SIGTERM during training 143. A multi-host run ends
+  with every host at a barrier, then shuts the distributed runtime down."""
   keep_freed_memory()  # before JAX starts its threads
   if MULTIHOST.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only

@@ -2,8 +2,8 @@
 
 Each event is one JSON object: {"step": int, "split": "train"|"valid"|...,
 <metric>: float, ...}; TensorBoard gets `<split>/<metric>` scalars. The two
-logs hold the same events: whenever events are dropped from metrics.jsonl,
-<workdir>/tb/ is rewritten from it.
+logs hold the same events: when a run resumes, or a test event replaces an
+older one, <workdir>/tb/ is rewritten from metrics.jsonl.
 """
 
 import json
