@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 from cvae_jax import ctrl_c, data, estimators, parallel
 from cvae_jax import metrics as metrics_lib
+from cvae_jax.eval_progress import Progress
 from cvae_jax.models import TextVAE
 
 
@@ -100,15 +104,24 @@ class Evaluator:
           fn, in_shardings=(rep, rows, rep), out_shardings=(rep, rows))
     return self._steps[iw_samples, chunk]
 
-  def __call__(self, variables: dict, split: data.Split, iw_samples: int = 0) -> dict:
-    """Metrics of the model `variables` (params, batch_stats) on every sentence of `split`."""
+  def __call__(self, variables: dict, split: data.Split, iw_samples: int = 0,
+               progress: Optional[Progress] = None) -> dict:
+    """Metrics of the model `variables` (params, batch_stats) on every sentence of `split`.
+
+    With `progress` (one process only) the batches done are saved as it goes,
+    and an evaluation that stopped resumes after the last batch saved.
+    """
     d, e = self.config.data, self.config.eval
     batches = data.eval_batches(split, batch_size=d.eval_batch_size,
                                 bucket_lengths=d.bucket_lengths,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count())
-    total, rows = None, []
     num_batches = _num_eval_batches(split, d)
+    done, total, saved_rows = progress.load() if progress else (0, None, [])
+    if done:
+      tqdm.write(f"resuming the evaluation of {split.name} after batch {done} of "
+                 f"{num_batches} ({progress.path})", file=sys.stderr)
+    rows = []
     for i, batch in enumerate(tqdm(batches, total=num_batches, desc=f"eval {split.name}",
                                    leave=False, disable=jax.process_index() != 0)):
       ctrl_c.check()
@@ -116,11 +129,20 @@ class Evaluator:
                                 batch["tokens"].shape[1], e.iw_chunk_tokens)
       inputs = parallel.to_global({k: batch[k] for k in ("tokens", "lengths", "weights")},
                                   self.mesh)
-      sums, row = self.jitted_step(iw_samples, chunk)(variables, inputs,
-                                                jax.random.fold_in(self.key, i))
+      step = self.jitted_step(iw_samples, chunk)
+      if i < done:
+        if i == 0 and saved_rows:  # the rows' structure, from the step's output
+          structure = jax.tree.structure(jax.eval_shape(step, variables, inputs, self.key)[1])
+          rows.append(jax.tree.unflatten(structure, saved_rows))
+        continue
+      sums, row = step(variables, inputs, jax.random.fold_in(self.key, i))
       total = sums if total is None else metrics_lib.add(total, sums)
       if row:
         rows.append(jax.tree.map(lambda x: _gather_rows(x, inputs["weights"]), row))
+      if progress:
+        progress.save(i + 1, total, rows)
+    if progress:
+      progress.remove()
     out = metrics_lib.summarize(total)
     out.update(self._split_diagnostics(rows, out))
     if iw_samples:

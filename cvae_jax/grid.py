@@ -28,6 +28,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
+from cvae_jax import eval_progress
 from cvae_jax.config import flat_fields
 from cvae_jax.errors import CvaeError
 from cvae_jax.workdir import holder
@@ -94,9 +95,10 @@ def is_finished(workdir: str, split: str | None) -> bool:
 
 
 def state(workdir: str, split: str | None) -> str:
-  """Where a run stands: 'finished', 'trained, not evaluated', 'checkpoint of
-  step N' (its newest, where it resumes), 'no checkpoint yet' or 'not started';
-  'training now (pid P), ...' while a process holds the run."""
+  """Where a run stands: 'finished', 'trained, not evaluated' (with the
+  batches an unfinished evaluation saved), 'checkpoint of step N' (its newest,
+  where it resumes), 'no checkpoint yet' or 'not started'; 'training now (pid
+  P), ...' while a process holds the run."""
   if is_finished(workdir, split):
     return "finished"
   checkpoints = os.path.join(workdir, "checkpoints")
@@ -104,6 +106,9 @@ def state(workdir: str, split: str | None) -> str:
       checkpoints) else []
   if is_finished(workdir, None):
     where = "trained, not evaluated"
+    saved = eval_progress.batches_saved(eval_progress.path_of(workdir, split))
+    if saved:
+      where += f" (the evaluation saved {saved} batches)"
   elif steps:
     where = f"checkpoint of step {max(steps):,}"
   else:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import ml_collections
 
-from cvae_jax import data, parallel
+from cvae_jax import data, eval_progress, parallel
 from cvae_jax.errors import CvaeError
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.train import root_keys
@@ -40,6 +41,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) ->
   """All metrics of the run's best checkpoint on every sentence of `split`.
 
   Reads the run's own data where `config.data.source_dir` (or `tfds_dir`) is ''.
+  On one process, a stopped evaluation resumes from
+  <workdir>/eval_<split>.progress.npz (cvae_jax/eval_progress.py).
   """
   config = with_run_data(workdir, config)
   check_run(workdir, config)
@@ -49,7 +52,12 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, split: str) ->
   check_run(workdir, config, corpus.vocab)
   _, _, eval_key = root_keys(config.seed)
   evaluator = Evaluator(trained.model, mesh, config, eval_key)
-  metrics = evaluator(trained.state.variables, corpus.splits[split], config.eval.iw_samples)
+  progress = None
+  if jax.process_count() == 1:
+    progress = eval_progress.Progress(eval_progress.path_of(workdir, split),
+                                      [trained.which, trained.step, split, config.to_json()])
+  metrics = evaluator(trained.state.variables, corpus.splits[split], config.eval.iw_samples,
+                      progress)
   metrics.update(split=split, seed=config.seed, checkpoint_step=trained.step,
                  checkpoint=trained.which, posterior=config.model.posterior)
   return metrics

@@ -1,4 +1,7 @@
-"""Estimators against exact values: quadrature log p(x), analytic MI, AU, counts."""
+"""Estimators against exact values: quadrature log p(x), analytic MI, AU, counts;
+resuming a stopped evaluation."""
+
+import os
 
 import chex
 import jax
@@ -10,6 +13,7 @@ from scipy import integrate, special, stats
 
 from cvae_jax import data, estimators
 from cvae_jax.config import base_config
+from cvae_jax.eval_progress import Progress
 from cvae_jax.evaluate import Evaluator, batch_metrics, samples_per_chunk
 from cvae_jax.models import ModelConfig, TextVAE
 from cvae_jax.models.posteriors import CoupledCopula, DiagonalGaussian
@@ -168,3 +172,37 @@ def test_every_sentence_counts_once_and_one_device_equals_eight(posterior):
                               rtol=1e-4, atol=1e-4)
 
 
+
+
+def test_a_stopped_evaluation_resumes_after_its_last_saved_batch(tmp_path, monkeypatch,
+                                                                 capsys):
+  split = _corpus_split()
+  model = tiny_model("copula", vocab_size=20)
+  variables = {"batch_stats": {}, **init_variables(model, random_batch(vocab_size=20))}
+  mesh = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  evaluator = Evaluator(model, mesh, _eval_config(8), jax.random.key(0))
+  straight = evaluator(variables, split, iw_samples=4)
+
+  path = str(tmp_path / "eval_valid.progress.npz")
+  real, calls = evaluator.jitted_step, [0]
+
+  def stops_in_batch_4(*args):
+    step = real(*args)
+
+    def counted(*a):
+      calls[0] += 1
+      if calls[0] == 4:
+        raise KeyboardInterrupt
+      return step(*a)
+    return counted
+  monkeypatch.setattr(evaluator, "jitted_step", stops_in_batch_4)
+  with pytest.raises(KeyboardInterrupt):
+    evaluator(variables, split, 4, Progress(path, "run", every_s=0))
+  assert Progress(path, "run").load()[0] == 3
+  assert Progress(path, "another run").load() == (0, None, [])  # not its batches
+
+  monkeypatch.undo()
+  resumed = evaluator(variables, split, 4, Progress(path, "run", every_s=0))
+  assert "resuming the evaluation of valid after batch 3 of 6" in capsys.readouterr().err
+  assert resumed == straight  # bit for bit: the same keys, sums and rows
+  assert not os.path.exists(path)

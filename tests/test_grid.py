@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cvae_jax import grid
+from cvae_jax import eval_progress, grid
 from cvae_jax.errors import CvaeError
 from cvae_jax.workdir import exclusive
 from configs import synthetic
@@ -179,6 +179,10 @@ def test_the_state_of_each_run(tmp_path):
   test_event = [{"step": 9, "split": "test"}]
   assert grid.state(at("done", test_event, ["9"], True), "test") == "finished"
   assert grid.state(at("trained", test_event, ["9"]), "test") == "trained, not evaluated"
+  eval_progress.Progress(str(tmp_path / "trained" / "eval_test.progress.npz"), "run",
+                         every_s=0).save(3, {"rec": 1.0}, [])
+  assert grid.state(str(tmp_path / "trained"), "test") == (
+      "trained, not evaluated (the evaluation saved 3 batches)")
   assert grid.state(at("trained2", test_event, ["9"]), None) == "finished"
   midway = at("midway", [{"step": 1200, "split": "train"}],
               ["1000", "2000", "3000.orbax-checkpoint-tmp-1"])
