@@ -41,9 +41,10 @@ def test_jitted_step_equals_eager_step(posterior):
   batches = [random_batch(i, batch=16, length=6) for i in range(2)]
   key = jax.random.key(1)
   eager = functools.partial(train_step, objective=OBJECTIVE)
+  state = _state(posterior)  # one start for both (made eagerly, it took longer than the steps)
   with jax.disable_jit():
-    want = _run(eager, _state(posterior), batches, key)
-  got = _run(jax.jit(eager), _state(posterior), batches, key)
+    want = _run(eager, state, batches, key)
+  got = _run(jax.jit(eager), state, batches, key)
   chex.assert_trees_all_close(got[1], want[1], rtol=1e-4, atol=1e-4)
   chex.assert_trees_all_close(got[0].params, want[0].params, rtol=1e-4, atol=1e-4)
 
