@@ -180,8 +180,8 @@ def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
              split: str | None, parallel: int = 1) -> dict[str, str]:
   """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}.
 
-  SIGTERM (a `kill`, a scheduler's preemption) stops the runs in flight with
-  SIGTERM, starts no other and raises SystemExit(143); Ctrl-C lets them end
+  SIGTERM (a `kill`, a scheduler's preemption) passes SIGTERM to the runs in
+  flight, waits for them to end, starts no other and raises SystemExit(143); Ctrl-C lets them end
   as after a Ctrl-C of their own, then raises KeyboardInterrupt: no run
   outlives its grid.
   """
@@ -247,12 +247,16 @@ class _Children:
       proc.wait()
 
   def _on_sigterm(self, signum, frame):
+    """Passes SIGTERM on, waits for the runs in flight to save and end."""
     with self._lock:
       self._stopped = True
-      for proc in self._running:
-        proc.terminate()
-    print("terminated: the runs in flight are stopped; the same command resumes them",
-          file=sys.stderr, flush=True)
+      running = list(self._running)
+    for proc in running:
+      proc.terminate()
+    print("terminated: the runs in flight save their step and stop; the same command "
+          "resumes them", file=sys.stderr, flush=True)
+    for proc in running:
+      proc.wait()
     raise SystemExit(128 + signum)
 
   def run(self, cmds: list[list[str]], workdir: str, env: dict, to_log: bool,

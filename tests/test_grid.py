@@ -75,10 +75,12 @@ def test_finished_runs_are_skipped_and_failures_reported(tmp_path, monkeypatch, 
 
 
 def test_sigterm_stops_the_run_in_flight_and_starts_no_other(tmp_path, monkeypatch):
-  def commands(run, workdir, config_flags, split):  # each 'run' writes its pid, then waits
-    script = (f"import os, time; os.makedirs({workdir!r}); "
-              f"open(os.path.join({workdir!r}, 'pid'), 'w').write(str(os.getpid())); "
-              "time.sleep(120)")
+  def commands(run, workdir, config_flags, split):  # writes its pid and waits; SIGTERM: saves, exits
+    script = (f"import os, signal, sys, time; os.makedirs({workdir!r}); d = {workdir!r}\n"
+              "def on_term(*_):  # takes a while to save\n"
+              "  time.sleep(1); open(os.path.join(d, 'saved'), 'w').close(); sys.exit(143)\n"
+              "signal.signal(signal.SIGTERM, on_term)\n"
+              "open(os.path.join(d, 'pid'), 'w').write(str(os.getpid())); time.sleep(120)")
     return [[sys.executable, "-c", script]]
   monkeypatch.setattr(grid, "commands", commands)
   first = tmp_path / "seed=0" / "pid"
@@ -93,6 +95,7 @@ def test_sigterm_stops_the_run_in_flight_and_starts_no_other(tmp_path, monkeypat
   with pytest.raises(SystemExit) as exit_:
     grid.run_grid(str(tmp_path), grid.grid_runs([("seed", ["0", "1"])]), [], None)
   assert exit_.value.code == 143
+  assert (tmp_path / "seed=0" / "saved").is_file()  # the grid waited for its run
   assert signal.getsignal(signal.SIGTERM) is before
   pid, deadline = int(first.read_text()), time.time() + 30
   while _alive(pid) and time.time() < deadline:
