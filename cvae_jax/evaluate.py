@@ -141,13 +141,13 @@ class Evaluator:
         rows.append(jax.tree.map(lambda x: _gather_rows(x, inputs["weights"]), row))
       if progress:
         progress.save(i + 1, total, rows)
-    if progress:
-      progress.remove()
     out = metrics_lib.summarize(total)
     out.update(self._split_diagnostics(rows, out))
     if iw_samples:
       out["ppl_iw"] = math.exp(out["iw_nll"] * out["sentences"] / out["tokens"])
       out["iw_samples"] = iw_samples
+    if progress:
+      progress.remove()
     return out
 
   def _split_diagnostics(self, rows: list[dict], out: dict) -> dict:

@@ -181,9 +181,9 @@ def run_grid(root: str, runs: list[GridRun], config_flags: Sequence[str],
   """Runs the unfinished runs; {name: 'done' | 'skipped' | 'failed (exit N)'}.
 
   SIGTERM (a `kill`, a scheduler's preemption) passes SIGTERM to the runs in
-  flight, waits for them to end, starts no other and raises SystemExit(143); Ctrl-C lets them end
-  as after a Ctrl-C of their own, then raises KeyboardInterrupt: no run
-  outlives its grid.
+  flight, waits for them to end, starts no other and raises SystemExit(143);
+  Ctrl-C lets them end as after a Ctrl-C of their own, then raises
+  KeyboardInterrupt: no run outlives its grid.
   """
   pending = [(run, os.path.join(root, run.name)) for run in runs
              if not is_finished(os.path.join(root, run.name), split)]
