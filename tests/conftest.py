@@ -11,10 +11,16 @@ tests, in every pytest-xdist worker (they inherit this process's
 environment), and the launcher subprocesses they start, share one
 persistent compilation cache that lives as long as the session: a killed run
 and its resumption, or two tests with the same step, compile once.
+
+A session started in the background (`pytest ... &`, nohup) inherits SIGINT
+ignored, and Python then raises no KeyboardInterrupt on it: the Ctrl-C tests
+would wait forever. Every test process takes SIGINT as a terminal's Python
+does.
 """
 
 import os
 import shutil
+import signal
 import tempfile
 
 _FLAGS = os.environ.get("XLA_FLAGS", "")
@@ -23,6 +29,7 @@ for _flag, _value in (("--xla_backend_optimization_level", "0"),
   if _flag not in _FLAGS:
     _FLAGS += f" {_flag}={_value}"
 os.environ["XLA_FLAGS"] = _FLAGS + " --xla_force_host_platform_device_count=8"
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE_DIR = tempfile.mkdtemp(prefix="cvae_jax_test_xla_cache_")
