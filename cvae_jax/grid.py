@@ -234,9 +234,7 @@ class _Children:
     terminal reaches the children too; a SIGINT sent to the grid alone does
     not, so a child still running after `grace` seconds gets one from here
     (one only: a second would cut its own Ctrl-C handling short)."""
-    with self._lock:
-      self._stopped = True
-      running = list(self._running)
+    running = self._stop()
     deadline = time.monotonic() + grace
     for proc in running:
       try:
@@ -246,11 +244,15 @@ class _Children:
     for proc in running:
       proc.wait()
 
-  def _on_sigterm(self, signum, frame):
-    """Passes SIGTERM on, waits for the runs in flight to save and end."""
+  def _stop(self) -> list[subprocess.Popen]:
+    """Stops new starts; the children running now."""
     with self._lock:
       self._stopped = True
-      running = list(self._running)
+      return list(self._running)
+
+  def _on_sigterm(self, signum, frame):
+    """Passes SIGTERM on, waits for the runs in flight to save and end."""
+    running = self._stop()
     for proc in running:
       proc.terminate()
     print("terminated: the runs in flight save their step and stop; the same command "
