@@ -17,6 +17,7 @@ tree differs (the default runs keep the plain one, `make_optimizer`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -36,9 +37,11 @@ def labels(params: dict) -> dict:
           for name, subtree in params.items()}
 
 
+@functools.cache
 def make_optimizer(learning_rate: float, grad_clip: float,
                    partitioned: bool) -> optax.GradientTransformation:
-  """Global-norm clipping, then Adam: one for all, or one per group."""
+  """Global-norm clipping, then Adam: one for all, or one per group; one
+  object per setting in a process (see `train._interned`)."""
   if not partitioned:
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
   return optax.chain(optax.clip_by_global_norm(grad_clip), optax.multi_transform(

@@ -22,7 +22,7 @@ from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
 from cvae_jax.errors import CvaeError, Interrupted, Terminated
 from cvae_jax.evaluate import Evaluator
-from cvae_jax.models import TextVAE
+from cvae_jax.models import ModelConfig, TextVAE
 from cvae_jax.objectives import Objective
 from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
@@ -41,6 +41,16 @@ class TrainState(train_state.TrainState):
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
+@functools.cache
+def _interned(c: ModelConfig) -> TextVAE:
+  """One model object per config in a process. A train state's static fields
+  are its `apply_fn`, a bound method (equal only to one of the same object),
+  and its `tx` (cached by `partition.make_optimizer`): the runs of one process
+  with one recipe then have equal states' structures, and their jitted steps,
+  whose static arguments are values, share one trace (a test's many runs)."""
+  return TextVAE(c)
+
+
 def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The run's keys by purpose: (init, train, eval)."""
   return tuple(jax.random.split(jax.random.key(seed), 3))
@@ -55,16 +65,21 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
 
 def create_train_state(model: TextVAE, optimizer: optax.GradientTransformation,
                        key: jax.Array, example: dict) -> TrainState:
-  """Initial state from one example batch's shapes (`tokens`, `lengths`)."""
+  """Initial state from one example batch's shapes (`tokens`, `lengths`).
+
+  Its step is a strongly typed int32, as a restored checkpoint's is (flax's
+  0 is weakly typed), so a resumed run's step has the types of a fresh one's.
+  """
   variables = model.init({"params": key, "latent": key, "dropout": key},
                          example["tokens"], example["lengths"])
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           tx=optimizer, batch_stats=variables.get("batch_stats", {}),
-                           nonfinite_step=jnp.array(-1, jnp.int32),
-                           lr_scale=jnp.array(1.0, jnp.float32))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            tx=optimizer, batch_stats=variables.get("batch_stats", {}),
+                            nonfinite_step=jnp.array(-1, jnp.int32),
+                            lr_scale=jnp.array(1.0, jnp.float32))
+  return state.replace(step=jnp.array(0, jnp.int32))
 
 
-def train_step(state: TrainState, batch: dict, key: jax.Array, *, objective: Objective,
+def train_step(state: TrainState, batch: dict, key: jax.Array, objective: Objective,
                groups: Optional[Sequence[str]] = None) -> tuple[TrainState, dict]:
   """One Adam step on a batch; returns the new state and summed metrics.
 
@@ -108,7 +123,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, objective: Obj
   return state, sums
 
 
-def encoder_step(state: TrainState, batch: dict, key: jax.Array, *,
+def encoder_step(state: TrainState, batch: dict, key: jax.Array,
                  objective: Objective) -> tuple[TrainState, dict]:
   """The lagging encoder's inner step: `train_step` of the encoder group
   alone, which leaves `state.step` as it is."""
@@ -119,19 +134,21 @@ def encoder_step(state: TrainState, batch: dict, key: jax.Array, *,
 def jit_train_step(objective: Objective, mesh,
                    groups: Optional[tuple[str, ...]] = None) -> Callable:
   """train_step (of `groups` alone, if given) jitted over the mesh."""
-  return _jit_step(functools.partial(train_step, objective=objective, groups=groups), mesh)
+  return _jit_step(train_step, mesh, objective, groups)
 
 
 def jit_encoder_step(objective: Objective, mesh) -> Callable:
   """encoder_step jitted over the mesh."""
-  return _jit_step(functools.partial(encoder_step, objective=objective), mesh)
+  return _jit_step(encoder_step, mesh, objective)
 
 
-def _jit_step(step_fn: Callable, mesh) -> Callable:
-  """A step jitted over the mesh, the state donated and replicated."""
+def _jit_step(step_fn: Callable, mesh, *static) -> Callable:
+  """`step_fn(state, batch, key, *static)` jitted over the mesh, the state
+  donated and replicated, as a function of (state, batch, key)."""
   rep, data_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(step_fn, in_shardings=(rep, data_sharding, rep), out_shardings=(rep, rep),
-                 donate_argnums=0)
+  jitted = jax.jit(step_fn, in_shardings=(rep, data_sharding, rep), out_shardings=(rep, rep),
+                   donate_argnums=0, static_argnums=tuple(range(3, 3 + len(static))))
+  return lambda state, batch, key: jitted(state, batch, key, *static)
 
 
 def train_batches(split: data.Split, config: ml_collections.ConfigDict,
@@ -287,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   check_restart(workdir, config)
   corpus = load_corpus(d)
-  model = TextVAE(model_config(config, len(corpus.vocab)))
+  model = _interned(model_config(config, len(corpus.vocab)))
   train_split = corpus.splits["train"]
   per_epoch = data.steps_per_epoch(train_split, d.batch_size, d.bucket_lengths)
   if per_epoch == 0:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from cvae_jax import cli, train
+from cvae_jax import cli, evaluate, train
 from cvae_jax.config import validate
 from cvae_jax.errors import CvaeError
 from cvae_jax.writer import read_events
@@ -78,6 +78,22 @@ def _terminated_in_step_23(step_fn):
   return step
 
 
+def _count_traces(monkeypatch) -> dict:
+  """{function: times traced} of the train and evaluation steps from now on."""
+  traces = {"train_step": 0, "batch_metrics": 0}
+
+  def counted(module, name):
+    real = getattr(module, name)
+
+    def fn(*args, **kwargs):
+      traces[name] += 1
+      return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, fn)
+  counted(train, "train_step")
+  counted(evaluate, "batch_metrics")
+  return traces
+
+
 KILLED = (_killed_after_step_25, 130, 20, "interrupted at step 25; the checkpoint of step 20 "
           "is kept; run the same command to resume")
 TERMINATED = (_terminated_in_step_23, 143, 23, "terminated at step 23; its checkpoint is kept; "
@@ -96,7 +112,9 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys,
                                                   stop):
   config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)
   config.update_from_flattened_dict(options)
+  traces = _count_traces(monkeypatch)
   train.train_and_evaluate(config, str(tmp_path / "straight"))
+  first_run = dict(traces)
 
   stops, code, checkpoint, message = stop
   real = train.jit_train_step
@@ -113,6 +131,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys,
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert f"resuming from step {checkpoint}," in capsys.readouterr().err
 
+  assert traces == first_run  # the later runs reuse the first one's traces
   straight, resumed = _latest_params(tmp_path / "straight"), _latest_params(tmp_path / "resumed")
   assert straight[0] == resumed[0] == 40
   jax.tree.map(np.testing.assert_array_equal, resumed[1], straight[1])
