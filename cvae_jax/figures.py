@@ -59,13 +59,21 @@ def write_figures(paths: list[str], out: str) -> tuple[list[str], list[str]]:
   """Writes the figures that the runs in `paths` (run folders or folders of
   runs, such as a grid's root) support into `out`.
 
-  Returns their paths, and notes naming the runs a λ sweep leaves out and why.
+  Returns their paths, and notes naming the runs left out and why: runs with
+  no metric events yet (just started) from every figure, others from a λ sweep.
   """
   if not paths:
     raise CvaeError("no run directories given: python launch/plot.py RUN [RUN ...] "
                     "--out DIR")
-  workdirs = results.find_runs(paths)
-  runs = [plotting.load_run(w) for w in workdirs]
+  workdirs, runs, not_started = [], [], []
+  for workdir in results.find_runs(paths):
+    try:
+      runs.append(plotting.load_run(workdir))
+      workdirs.append(workdir)
+    except plotting.NotStarted as e:
+      not_started.append(str(e))
+  if not runs:
+    raise CvaeError("no run has metric events yet: " + "; ".join(not_started))
   os.makedirs(out, exist_ok=True)
   written = []
 
@@ -77,6 +85,7 @@ def write_figures(paths: list[str], out: str) -> tuple[list[str], list[str]]:
   if any(run.curve("valid", "mi")[0].size for run in runs):
     write(plotting.diagnostics_over_training, "diagnostics.png", runs)
   sweeps, notes = lambda_sweeps(runs)
+  notes = [f"left out of every figure: {why}" for why in not_started] + notes
   for key, sweep in sweeps.items():
     write(plotting.lambda_sweep, f"lambda_sweep_{key}.png", sweep)
     write(plotting.training_curves, f"lambda_training_curves_{key}.png", sweep)

@@ -126,12 +126,18 @@ class Run:
     return None
 
 
+class NotStarted(CvaeError):
+  """A run folder with a config and no metric events yet (its first log is to come)."""
+
+
 def load_run(workdir: str) -> Run:
-  """The run in `workdir`; CvaeError if it holds no config or metric events."""
-  for name in ("config.json", "metrics.jsonl"):
-    if not os.path.isfile(os.path.join(workdir, name)):
-      raise CvaeError(f"{workdir} holds no {name}; give run directories of "
-                      "launch/train.py")
+  """The run in `workdir`; CvaeError if it holds no config, NotStarted if no
+  metric events."""
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    raise CvaeError(f"{workdir} holds no config.json; give run directories of "
+                    "launch/train.py")
+  if not os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    raise NotStarted(f"{workdir} holds no metrics.jsonl yet")
   try:
     events = read_events(workdir)
     config = _read_json(os.path.join(workdir, "config.json"))
@@ -140,7 +146,7 @@ def load_run(workdir: str) -> Run:
   except json.JSONDecodeError as e:
     raise CvaeError(f"{workdir} holds a malformed JSON file: {e}") from e
   if not events:
-    raise CvaeError(f"{workdir} holds no metric events yet")
+    raise NotStarted(f"{workdir} holds no metric events yet")
   return Run(os.path.basename(os.path.normpath(workdir)), config, events, evaluation)
 
 

@@ -95,6 +95,15 @@ def test_posterior_means_figure_writes_a_readable_png(tmp_path):
 def test_a_directory_without_metrics_is_refused(tmp_path):
   with pytest.raises(CvaeError, match="holds no config.json"):
     plotting.load_run(str(tmp_path))
+  started = _started_run(tmp_path / "started")
+  with pytest.raises(plotting.NotStarted, match="holds no metrics.jsonl yet"):
+    plotting.load_run(started)
+  open(os.path.join(started, "metrics.jsonl"), "w").close()
+  with pytest.raises(plotting.NotStarted, match="holds no metric events yet"):
+    plotting.load_run(started)
+  with pytest.raises(CvaeError, match="no run has metric events yet: .*started holds no"):
+    figures.write_figures([str(tmp_path)], str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")  # nothing half-written
 
 
 def _launch(script, *args):
@@ -104,7 +113,18 @@ def _launch(script, *args):
                         env=launcher_env())
 
 
+def _started_run(workdir) -> str:
+  """A run folder as training leaves it before its first log: a config, no metrics."""
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"seed": 0, "data": {"name": "ptb"}, "train": {},
+               "model": {"posterior": "flow", "emb_dim": 200, "hidden_dim": 200,
+                         "latent_dim": 32}}, f)
+  return str(workdir)
+
+
 def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
+  started = _started_run(tmp_path / "zz_started")
   out = tmp_path / "figures"
   result = _launch("plot.py", str(tmp_path), "--out", str(out))  # the runs' folder
   assert result.returncode == 0, result.stderr
@@ -112,8 +132,10 @@ def test_cli_writes_the_figures_the_runs_support(sweep, tmp_path):
            "lambda_sweep_ptb_emb200_hidden200_z32.png",
            "lambda_training_curves_ptb_emb200_hidden200_z32.png"]
   assert result.stdout.split() == [str(out / name) for name in names]
-  assert result.stderr == ("note: the λ sweep of ptb_emb200_hidden200_z32 leaves out vae: "
-                           "not the 'copula' posterior, whose log c term λ weighs\n")
+  assert result.stderr == (
+      f"note: left out of every figure: {started} holds no metrics.jsonl yet\n"
+      "note: the λ sweep of ptb_emb200_hidden200_z32 leaves out vae: "
+      "not the 'copula' posterior, whose log c term λ weighs\n")
   for name in names:
     _assert_png(out / name)
 
