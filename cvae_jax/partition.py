@@ -40,8 +40,14 @@ def labels(params: dict) -> dict:
 @functools.cache
 def make_optimizer(learning_rate: float, grad_clip: float,
                    partitioned: bool) -> optax.GradientTransformation:
-  """Global-norm clipping, then Adam: one for all, or one per group; one
-  object per setting in a process (see `train._interned`)."""
+  """Global-norm clipping, then Adam: one for all, or one per group.
+
+  One object per setting in a process. The jitted `create_train_state` takes
+  the model and the optimizer as static arguments (a flax module compares by
+  its fields), so the runs of one recipe in a process share its trace and
+  get train states with equal static fields (its first output's `apply_fn`,
+  this `tx`); their jitted steps then share one trace too (a test's runs).
+  """
   if not partitioned:
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
   return optax.chain(optax.clip_by_global_norm(grad_clip), optax.multi_transform(

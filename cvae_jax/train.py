@@ -22,7 +22,7 @@ from cvae_jax.checkpointing import Checkpoints
 from cvae_jax.config import model_config, validate
 from cvae_jax.errors import CvaeError, Interrupted, Terminated
 from cvae_jax.evaluate import Evaluator
-from cvae_jax.models import ModelConfig, TextVAE
+from cvae_jax.models import TextVAE
 from cvae_jax.objectives import Objective
 from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
@@ -39,16 +39,6 @@ class TrainState(train_state.TrainState):
   def variables(self) -> dict:
     """What `model.apply` takes: params and BatchNorm statistics."""
     return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-@functools.cache
-def _interned(c: ModelConfig) -> TextVAE:
-  """One model object per config in a process. A train state's static fields
-  are its `apply_fn`, a bound method (equal only to one of the same object),
-  and its `tx` (cached by `partition.make_optimizer`): the runs of one process
-  with one recipe then have equal states' structures, and their jitted steps,
-  whose static arguments are values, share one trace (a test's many runs)."""
-  return TextVAE(c)
 
 
 def root_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -304,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   check_restart(workdir, config)
   corpus = load_corpus(d)
-  model = _interned(model_config(config, len(corpus.vocab)))
+  model = TextVAE(model_config(config, len(corpus.vocab)))
   train_split = corpus.splits["train"]
   per_epoch = data.steps_per_epoch(train_split, d.batch_size, d.bucket_lengths)
   if per_epoch == 0:
