@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
