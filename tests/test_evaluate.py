@@ -172,8 +172,6 @@ def test_every_sentence_counts_once_and_one_device_equals_eight(posterior):
                               rtol=1e-4, atol=1e-4)
 
 
-
-
 def test_a_stopped_evaluation_resumes_after_its_last_saved_batch(tmp_path, monkeypatch,
                                                                  capsys):
   split = _corpus_split()
