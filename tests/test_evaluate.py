@@ -162,7 +162,9 @@ def test_every_sentence_counts_once_and_one_device_equals_eight(posterior):
   variables = {"batch_stats": {}, **init_variables(model, random_batch(vocab_size=20))}
   want_tokens = int(np.sum(split.lengths - 1))
   results = {}
-  for devices, batch_size in ((1, 8), (8, 8), (1, 16)):
+  # Another batch size pads the split differently; the counting does not
+  # depend on the posterior (each configuration compiles the step anew).
+  for devices, batch_size in ((1, 8), (8, 8)) + (((1, 16),) if posterior == "none" else ()):
     mesh = Mesh(np.asarray(jax.devices()[:devices]), ("data",))
     evaluator = Evaluator(model, mesh, _eval_config(batch_size), jax.random.key(0))
     results[devices, batch_size] = out = evaluator(variables, split, iw_samples=4)
