@@ -36,7 +36,7 @@ class ModelConfig:
   feed_latent: bool = False  # also feed z at every decoder step (He et al.)
   dtype: str = "float32"  # matmul dtype: 'float32' or 'bfloat16'
   bn_gamma: float = 0.0  # BN-VAE: fixed scale of the posterior means' BatchNorm
-  vmf_kappa: float = 80.0  # the 'vmf' posterior's fixed concentration
+  vmf_kappa: float = 25.0  # the 'vmf' posterior's fixed concentration
   flow_steps: int = 4  # the 'flow' posterior's planar steps K
 
   @property
