@@ -84,6 +84,8 @@ _PROCEDURE_FIELDS = ("model.word_dropout", "model.bn_gamma", "train.kl_cycles",
 PAPER_SIZE = (512, 512, 32)
 # Fields that never separate rows: the seed (averaged over) and where data live.
 _NOT_A_ROW = {"seed", "data.source_dir", "data.tfds_dir"}
+# Fields that only one posterior reads: a run of another posterior has no value for them.
+_POSTERIOR_FIELDS = {"model.vmf_kappa": "vmf", "model.flow_steps": "flow"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,20 +190,25 @@ def row_labels(configs: Sequence[dict], with_lambda: bool = True) -> list[str]:
   `with_lambda`), and any other field that differs between the configs where
   its value is not the one most of them share (with no such value, on every
   row). E.g. 'copula, λ=0.4', 'gaussian' and 'gaussian, word_dropout=0.25'.
-  A run from before a field existed has its default."""
-  flat = [_flat_config(c) for c in configs]
-  varying = sorted(k for k in set().union(*flat) if k not in _NOT_A_ROW
+  A run from before a field existed has its default. A field that only one
+  posterior reads (`vmf_kappa`, `flow_steps`) is compared among that
+  posterior's runs alone."""
+  flat = [{k: v for k, v in _flat_config(c).items()
+           if _POSTERIOR_FIELDS.get(k, c["model"]["posterior"]) == c["model"]["posterior"]}
+          for c in configs]
+  values = {k: [json.dumps(f[k]) for f in flat if k in f] for k in set().union(*flat)}
+  varying = sorted(k for k, v in values.items() if k not in _NOT_A_ROW
                    and not k.startswith("eval.")
                    and k not in ("model.posterior", "model.copula_weight")
-                   and len({json.dumps(f.get(k)) for f in flat}) > 1)
-  usual = {k: _most_common([json.dumps(f.get(k)) for f in flat]) for k in varying}
+                   and len(set(v)) > 1)
+  usual = {k: _most_common(values[k]) for k in varying}
   labels = []
   for f in flat:
     parts = [f["model.posterior"]]
     if with_lambda and f["model.posterior"] == "copula":
       parts.append(f"λ={f['model.copula_weight']:g}")
-    parts += [f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in varying
-              if json.dumps(f.get(k)) != usual[k]]
+    parts += [f"{k.rsplit('.', 1)[-1]}={f[k]}" for k in varying
+              if k in f and json.dumps(f[k]) != usual[k]]
     labels.append(", ".join(parts))
   return labels
 

@@ -150,6 +150,19 @@ def test_a_field_names_only_the_rows_that_leave_the_usual_value(tmp_path):
   assert dict(zip(rows["model"], rows["gaussian"]))["runs"] == "2 of 2"
 
 
+def test_a_posterior_s_own_field_names_only_that_posterior_s_rows(tmp_path):
+  # The Gaussian runs' vmf_kappa and flow_steps differ, but they do not read them.
+  fake_run(tmp_path / "g", metrics=metrics(100.0), vmf_kappa=80.0, flow_steps=2)
+  fake_run(tmp_path / "g1", metrics=metrics(101.0), seed=1, vmf_kappa=25.0)
+  fake_run(tmp_path / "v80", posterior="vmf", metrics=metrics(99.0), vmf_kappa=80.0)
+  fake_run(tmp_path / "v25", posterior="vmf", metrics=metrics(98.0), vmf_kappa=25.0)
+  fake_run(tmp_path / "f", posterior="flow", metrics=metrics(97.0), vmf_kappa=80.0)
+  rows = _rows(results.report([str(tmp_path)], "test", "cmd"))
+  assert set(rows) == {"model", "gaussian", "vmf, vmf_kappa=80.0", "vmf, vmf_kappa=25.0",
+                       "flow"}
+  assert dict(zip(rows["model"], rows["gaussian"]))["runs"] == "2 of 2"
+
+
 def test_a_run_from_before_a_field_existed_has_its_default(tmp_path):
   fake_run(tmp_path / "new", metrics=metrics(100.0))
   old = fake_run(tmp_path / "old", metrics=metrics(102.0), seed=1)
