@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import jax
 
+from cvae_jax.pacing import Paced
+
 Step = Callable[[Any, dict, jax.Array], tuple[Any, dict]]  # (state, batch, key) -> (state, sums)
 
 
@@ -60,9 +62,11 @@ def encoder_steps(step_fn: Callable[[Any, int], tuple[Any, dict]], state: Any,
   `check_every` steps is not below the previous check's, or after `max_inner`.
   """
   previous, loss, tokens = math.inf, 0.0, 0.0
+  paced = Paced()
   for i in range(max_inner):
     state, sums = step_fn(state, i)
     loss, tokens = loss + sums["loss"], tokens + sums["tokens"]
+    paced((loss, tokens))
     if (i + 1) % check_every == 0:
       current = float(loss) / float(tokens)
       if not current < previous:

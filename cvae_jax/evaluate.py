@@ -24,6 +24,7 @@ from cvae_jax import ctrl_c, data, estimators, parallel
 from cvae_jax import metrics as metrics_lib
 from cvae_jax.eval_progress import Progress
 from cvae_jax.models import TextVAE
+from cvae_jax.pacing import Paced
 
 
 def samples_per_chunk(num_samples: int, rows: int, length: int, max_tokens: int) -> int:
@@ -121,7 +122,7 @@ class Evaluator:
     if done:
       tqdm.write(f"resuming the evaluation of {split.name} after batch {done} of "
                  f"{num_batches} ({progress.path})", file=sys.stderr)
-    rows = []
+    rows, paced = [], Paced()
     for i, batch in enumerate(tqdm(batches, total=num_batches, desc=f"eval {split.name}",
                                    leave=False, disable=jax.process_index() != 0)):
       ctrl_c.check()
@@ -137,6 +138,7 @@ class Evaluator:
         continue
       sums, row = step(variables, inputs, jax.random.fold_in(self.key, i))
       total = sums if total is None else metrics_lib.add(total, sums)
+      paced(total)
       if row:
         rows.append(jax.tree.map(lambda x: _gather_rows(x, inputs["weights"]), row))
       if progress:

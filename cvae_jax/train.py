@@ -23,6 +23,7 @@ from cvae_jax.errors import CvaeError, Interrupted, Terminated
 from cvae_jax.evaluate import Evaluator
 from cvae_jax.models import TextVAE
 from cvae_jax.objectives import Objective
+from cvae_jax.pacing import Paced
 from cvae_jax.plateau import Plateau, PlateauRule
 from cvae_jax.prefetch import prefetch
 from cvae_jax.workdir import check_restart, exclusive, prepare_workdir, with_run_data
@@ -345,11 +346,13 @@ def _train_loop(config: ml_collections.ConfigDict, state: TrainState, plateau: P
   bar = tqdm(total=num_steps, initial=step, desc="train", unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   batches = prefetch(train_batches(corpus.splits["train"], config, step, mesh))
+  paced = Paced()
   try:
     for batch in itertools.islice(batches, remaining):
       ctrl_c.check()
       state, sums = step_fn(state, batch, step)
       acc = sums if acc is None else metrics_lib.add(acc, sums)
+      paced(acc)
       step += 1
       bar.update(1)
       stop = preemption.requested(step)
