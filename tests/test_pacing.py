@@ -4,11 +4,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cvae_jax import train
 from cvae_jax.pacing import Paced
-from configs import synthetic
+from tests.test_train_loop import tiny_config
 
 
 @jax.jit
@@ -56,10 +55,8 @@ def test_the_training_loop_paces_every_step(tmp_path, monkeypatch):
       super().__call__(outputs)
 
   monkeypatch.setattr(train, "Paced", Recording)
-  c = synthetic.get_config("tiny")
-  c.data.tfds_dir = str(tmp_path / "tfds")
-  c.data.bucket_lengths, c.data.max_length = (24,), 22
-  c.train.update(num_steps=6, log_every=3, eval_every=6, checkpoint_every=6)
+  c = tiny_config(tmp_path, num_steps=6, log_every=3, eval_every=6, checkpoint_every=6)
+  c.data.bucket_lengths, c.data.max_length = (24,), 22  # one shape: fewer compilations
   train.train_and_evaluate(c, str(tmp_path / "run"))
   assert len(seen) == 6
   assert all("loss" in keys and "tokens" in keys for keys in seen)
