@@ -2,13 +2,15 @@
 
 Python raises Ctrl-C's KeyboardInterrupt wherever the main thread is, also
 inside a garbage-collector callback (JAX registers one), where the exception
-is printed and dropped, and the run would go on. While `handled()` is active,
-Ctrl-C is also recorded, and `check()` (called between training steps and
-evaluation batches) raises it again.
+is printed as "Exception ignored" with its traceback and dropped, and the run
+would go on. While `handled()` is active, Ctrl-C is also recorded, `check()`
+(called between training steps and evaluation batches) raises it again, and
+a recorded Ctrl-C dropped that way is not printed.
 """
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator
 
@@ -29,16 +31,23 @@ def _raises() -> bool:
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-  """Inside the block, a Ctrl-C is remembered for `check()`; an ignored Ctrl-C
-  (a background job's) stays ignored."""
+  """Inside the block, a Ctrl-C is remembered for `check()` (and not printed
+  where Python drops it); an ignored Ctrl-C (a background job's) stays ignored."""
   if not _raises():
     yield
     return
   previous = signal.signal(signal.SIGINT, _record_and_raise)
+  previous_hook = sys.unraisablehook
+
+  def unraisable_hook(unraisable):
+    if not (_received[0] and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+      previous_hook(unraisable)
+  sys.unraisablehook = unraisable_hook
   try:
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = previous_hook
     _received[0] = False
 
 

@@ -1,8 +1,9 @@
-"""Ctrl-C: never lost inside a garbage-collector callback, deferred over a block."""
+"""Ctrl-C: never lost nor printed in a garbage-collector callback, deferred over a block."""
 
 import gc
 import os
 import signal
+import sys
 
 import pytest
 
@@ -44,6 +45,27 @@ def test_a_ctrl_c_dropped_in_a_gc_callback_is_raised_by_check(ctrl_c_raises):
       ctrl_c.check()
   ctrl_c.check()  # forgotten when the block ends
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_check_raises_again_is_not_printed_as_ignored(ctrl_c_raises, monkeypatch):
+  def fails(phase, info):
+    if phase == "start":
+      raise ValueError("a callback's own error")
+
+  reported = []
+  monkeypatch.setattr(sys, "unraisablehook", reported.append)
+  _ctrl_c_during_a_gc_callback()  # outside the block: reported
+  with ctrl_c.handled():
+    _ctrl_c_during_a_gc_callback()  # recorded for check(): not reported
+    gc.callbacks.append(fails)
+    try:
+      gc.collect()  # another error: reported
+    finally:
+      gc.callbacks.remove(fails)
+    with pytest.raises(KeyboardInterrupt):
+      ctrl_c.check()
+  assert sys.unraisablehook == reported.append
+  assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt, ValueError]
 
 
 def test_ctrl_c_in_a_deferred_block_is_raised_when_the_block_ends(ctrl_c_raises):
