@@ -85,7 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   # before (at most `aggressive_max_inner`), then the decoder and embedding
   # alone on the step's batch. The phase ends for good at the first validation
   # whose `mi` (the batch-aggregate I_q, as their calc_mi) is not above the
-  # previous validation's; then the steps are joint. Not for posterior 'none'.
+  # previous validation's; then the steps are joint. That `mi` is at most
+  # log eval_batch_size (4.16 nats at 64): once near it, it can hardly rise and
+  # the phase ends. Not for posterior 'none'.
   t.aggressive = False
   t.aggressive_max_inner = 100  # encoder steps per training step at most
   t.aggressive_check_every = 15  # encoder steps per convergence check

@@ -22,6 +22,8 @@ def mutual_information(q: Distribution, z: jax.Array, neg_entropy: jax.Array,
   I = E_x E_q(z|x)[log q(z|x)] - E_z[log q(z)], q(z) = sum_n w_n q(z|x_n) / sum w,
   one z ~ q(z|x_m) per row m (rows with weight 0 are left out everywhere);
   log q(z_m|x_n) for all pairs comes from `q.log_prob`, 256 z_m at a time.
+  Since log q(z_m) >= log q(z_m|x_m) - log n, the estimate is at most log n in
+  expectation, reached when the rows' posteriors do not overlap.
 
   Args:
     q: the rows' posteriors, a distribution over n rows.

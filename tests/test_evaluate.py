@@ -133,6 +133,27 @@ def test_mutual_information_of_a_gaussian_toy(rho):
   np.testing.assert_allclose(padded, mi, rtol=1e-5)  # weight-0 rows are ignored
 
 
+def test_mutual_information_of_n_rows_is_at_most_log_n():
+  """log q(z_m) >= log q(z_m|x_m) - log n, so the estimate is at most log n plus
+  the rows' mean of E[log q] - log q(z_m|x_m) (zero in expectation), with
+  equality when the posteriors do not overlap: the ceiling that the lagging
+  encoder's stopping rule meets with batches of 64 (log 64 = 4.16 nats)."""
+  rng = np.random.default_rng(2)
+  n, latent = 64, 32
+  for spread in (0.1, 0.3, 100.0):  # overlapping to disjoint posteriors
+    q = DiagonalGaussian(loc=jnp.asarray(spread * rng.normal(size=(n, latent)), jnp.float32),
+                         log_var=jnp.zeros((n, latent), jnp.float32))
+    z = q.sample(jax.random.key(3))
+    neg_entropy = -q.entropy(None)
+    mi = float(estimators.mutual_information(q, z, neg_entropy, jnp.ones(n)))
+    ceiling = np.log(n) + float(jnp.mean(neg_entropy - q.log_prob(z)))
+    assert mi <= ceiling + 1e-4
+    if spread == 100.0:
+      np.testing.assert_allclose(mi, ceiling, atol=1e-4)
+    else:
+      assert mi < ceiling - 0.1
+
+
 def test_active_units_count_dimensions_by_variance_of_the_means():
   rng = np.random.default_rng(1)
   scales = np.array([1.0, 0.2, 0.05, 0.0])  # variances 1, 0.04, 0.0025, 0
