@@ -107,7 +107,10 @@ TERMINATED = (_terminated_in_step_23, 143, 23, "terminated at step 23; its check
       "model.bn_gamma": 0.5, "train.free_bits": 0.2, "train.kl_cycles": 2}, KILLED),
     # Resumed between two logs: the train metrics summed since step 20 come back too.
     ({}, TERMINATED),
-], ids=["default", "procedures_flow", "sigterm"])
+    # The posteriors with their own sampler or covariance, not covered above.
+    ({**ONE_SHAPE, "model.posterior": "vmf"}, TERMINATED),
+    ({**ONE_SHAPE, "model.posterior": "full_gaussian"}, KILLED),
+], ids=["default", "procedures_flow", "sigterm", "vmf", "full_gaussian"])
 def test_stopped_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys, options,
                                                   stop):
   config = tiny_config(tmp_path, checkpoint_every=10, log_every=5)

@@ -51,7 +51,8 @@ def test_jitted_step_equals_eager_step(posterior):
 
 @pytest.mark.parametrize("posterior, objective, model_options", [
     ("copula", OBJECTIVE, {}), ("coupled_copula", OBJECTIVE, {}),
-    ("flexible_copula", OBJECTIVE, {}), ("vmf", OBJECTIVE, {}), ("flow", *PROCEDURES)])
+    ("flexible_copula", OBJECTIVE, {}), ("vmf", OBJECTIVE, {}), ("full_gaussian", OBJECTIVE, {}),
+    ("flow", *PROCEDURES)])
 def test_one_device_equals_eight_devices(posterior, objective, model_options):
   assert jax.device_count() == 8
   batches = [random_batch(i, batch=16) for i in range(4)]
